@@ -1,0 +1,21 @@
+-- Due notices for one campaign date: still 'due' in the CRM and due between the
+-- campaign date and the furthest look-ahead of any notice type. The plan step
+-- applies each type's own look-ahead. Edit joins and columns for your CRM; keep
+-- the output column names.
+SELECT
+    n.id AS notice_id,
+    n.notice_type,
+    n.variables,
+    n.due_date,
+    c.id AS customer_id,
+    c.name AS customer_name,
+    c.phone,
+    c.preferred_dialect,
+    c.time_zone,
+    c.voice_opt_out
+FROM notices n
+JOIN customers c ON c.id = n.customer_id
+WHERE n.status = 'due'
+  AND n.due_date >= :campaign_date
+  AND n.due_date <= :horizon_date
+ORDER BY n.id

@@ -1,0 +1,12 @@
+-- MariaDB/MySQL form of the contact-attempt upsert (unique key uq_contact_attempt).
+INSERT INTO contact_attempts
+    (notice_id, campaign_date, attempt_no, call_id, outcome, key_pressed, audio_key, dialed_at, ended_at)
+VALUES
+    (:notice_id, :campaign_date, :attempt_no, :call_id, :outcome, :key_pressed, :audio_key, :dialed_at, :ended_at)
+ON DUPLICATE KEY UPDATE
+    call_id = VALUES(call_id),
+    outcome = VALUES(outcome),
+    key_pressed = VALUES(key_pressed),
+    audio_key = VALUES(audio_key),
+    dialed_at = VALUES(dialed_at),
+    ended_at = VALUES(ended_at)

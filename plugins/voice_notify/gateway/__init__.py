@@ -1,0 +1,47 @@
+"""Voice gateways: the contract in ``base`` and the adapters behind it."""
+
+from __future__ import annotations
+
+from voice_notify.gateway.base import (
+    CallRequest,
+    CallState,
+    CallStatus,
+    GatewayError,
+    GatewayPermanentError,
+    GatewayTransientError,
+    VoiceGateway,
+)
+
+__all__ = [
+    "CallRequest",
+    "CallState",
+    "CallStatus",
+    "GatewayError",
+    "GatewayPermanentError",
+    "GatewayTransientError",
+    "VoiceGateway",
+    "gateway_from_connection",
+]
+
+
+def gateway_from_connection(conn_id: str) -> VoiceGateway:
+    """The gateway a ``voice_gateway`` Connection describes.
+
+    The Connection's extra says which adapter (``{"kind": "simulator"}``); host
+    and port say where it listens. Credentials, when an adapter needs them, are
+    the Connection's login and password.
+    """
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    kind = extra.get("kind", "simulator")
+    if kind == "simulator":
+        from voice_notify.gateway.simulator_client import SimulatorGateway
+
+        scheme = conn.schema or "http"
+        port = f":{conn.port}" if conn.port else ""
+        return SimulatorGateway(
+            f"{scheme}://{conn.host}{port}", timeout_s=float(extra.get("timeout_s", 5.0))
+        )
+    raise ValueError(f"connection {conn_id!r}: unknown gateway kind {kind!r}")

@@ -1,0 +1,102 @@
+"""The contract every voice gateway adapter honours.
+
+A gateway places one outbound call that plays a prepared audio file and reports
+how it ended. The pipeline never retries a call blindly: after an ambiguous
+failure it asks the gateway with the same idempotency key (``find_call``)
+before it decides anything, so an adapter must make ``place_call`` idempotent
+on that key and answer ``find_call`` truthfully.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class CallState(enum.StrEnum):
+    """Where a call is. The last five are terminal."""
+
+    QUEUED = "queued"
+    RINGING = "ringing"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"  # answered and the audio played to the end
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED = "failed"  # the network or the gateway could not connect the call
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {CallState.COMPLETED, CallState.NO_ANSWER, CallState.BUSY, CallState.FAILED, CallState.CANCELED}
+)
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """One call to place.
+
+    :param to: the callee in E.164 (``+8613812345678``)
+    :param idempotency_key: deterministic per (notice, campaign date, attempt)
+    :param audio_url: a URL the gateway can fetch the 8 kHz G.711 WAV from
+    :param ring_timeout_s: seconds to ring before giving up as no-answer
+    """
+
+    to: str
+    idempotency_key: str
+    audio_url: str
+    ring_timeout_s: int = 30
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallStatus:
+    """What the gateway knows about one call."""
+
+    call_id: str
+    idempotency_key: str
+    state: CallState
+    key_pressed: str | None = None  # DTMF digit the callee pressed, if any
+    duration_s: float | None = None
+    error: str | None = None  # the gateway's reason when state is FAILED
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+
+class GatewayError(Exception):
+    """Base for gateway failures."""
+
+
+class GatewayTransientError(GatewayError):
+    """A timeout, a 5xx or a refused connection: the call may or may not exist.
+
+    The caller must look the call up with ``find_call`` before trying again.
+    """
+
+
+class GatewayPermanentError(GatewayError):
+    """The gateway rejected the request itself (bad number, bad audio): never retry."""
+
+
+class VoiceGateway(Protocol):
+    """An outbound-call gateway."""
+
+    name: str
+
+    def place_call(self, request: CallRequest) -> CallStatus:
+        """Place the call, or return the existing one for the same idempotency key."""
+        ...
+
+    def find_call(self, idempotency_key: str) -> CallStatus | None:
+        """The call placed with this key, or None if the gateway never accepted one."""
+        ...
+
+    def call_status(self, call_id: str) -> CallStatus:
+        """The current status of a call the gateway accepted."""
+        ...

@@ -1,0 +1,233 @@
+"""Local services and environment for the demo and the tests.
+
+Starts what a laptop lacks (an S3 endpoint with moto's server mode, the voice
+gateway simulator) on loopback ports, and builds the environment that makes
+Airflow use an embedded SQLite metadata database and the right Connections.
+Everything started here is stopped by the same object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    """Wait until ``url`` answers any HTTP status, or fail with a clear message."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+@dataclass
+class S3Endpoint:
+    """moto's S3 server on a loopback port (state in memory, gone when stopped)."""
+
+    url: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        _terminate(self.process)
+
+    def connection_json(self) -> str:
+        return json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": "us-east-1", "endpoint_url": self.url},
+            }
+        )
+
+
+def start_s3(log_path: Path) -> S3Endpoint:
+    port = free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/moto-api/", 30, proc)
+    except Exception:
+        _terminate(proc)
+        raise
+    return S3Endpoint(url, proc)
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def crm_connection_json(url: str | sa.URL) -> str:
+    """An Airflow Connection (JSON form) for a CRM SQLAlchemy URL."""
+    url = sa.make_url(url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return json.dumps({"conn_type": "sqlite", "host": url.database})
+    conn_type = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}[backend]
+    return json.dumps(
+        {
+            "conn_type": conn_type,
+            "host": url.host,
+            "port": url.port,
+            "login": url.username,
+            "password": url.password,
+            "schema": url.database,
+        }
+    )
+
+
+def gateway_connection_json(base_url: str) -> str:
+    host_port = base_url.split("://", 1)[1]
+    host, _, port = host_port.partition(":")
+    return json.dumps(
+        {
+            "conn_type": "http",
+            "host": host,
+            "port": int(port) if port else None,
+            "schema": "http",
+            "extra": {"kind": "simulator"},
+        }
+    )
+
+
+def airflow_environment(
+    state_dir: Path,
+    *,
+    crm_url: str,
+    s3: S3Endpoint,
+    gateway_url: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment for ``airflow`` commands that run voice-notify on this machine."""
+    airflow_home = state_dir / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    pythonpath = os.pathsep.join(
+        p for p in (str(REPO_ROOT / "plugins"), str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": pythonpath,
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW_CONN_CRM_DB": crm_connection_json(crm_url),
+        "AIRFLOW_CONN_VOICE_NOTIFY_S3": s3.connection_json(),
+        "AIRFLOW_CONN_VOICE_GATEWAY": gateway_connection_json(gateway_url),
+        "VOICE_NOTIFY_INCLUDE_DIR": str(REPO_ROOT / "include"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    env.update(extra or {})
+    return env
+
+
+def airflow(env: Mapping[str, str], *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
+    """Run an ``airflow`` CLI command of this venv; raise with its output if it fails."""
+    binary = Path(sys.executable).with_name("airflow")
+    proc = subprocess.run(
+        [str(binary), *args], env=dict(env), capture_output=True, text=True, timeout=timeout_s
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"airflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def prepare_airflow(env: Mapping[str, str], pool_slots: int = 4) -> None:
+    """Migrate the metadata database and declare the synthesis pool."""
+    airflow(env, "db", "migrate")
+    airflow(
+        env, "pools", "set", "cosyvoice_gpu", str(pool_slots),
+        "GPU synthesis slots (CosyVoice3 pods; the local worker in the demo)",
+    )
+
+
+def dags_test(env: Mapping[str, str], dag_id: str, logical_date: str, log_path: Path) -> int:
+    """``airflow dags test`` for one date; its whole output goes to ``log_path``.
+
+    The exit code alone does not say how the run ended: read ``dag_run_state``.
+    """
+    binary = Path(sys.executable).with_name("airflow")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log_file:
+        proc = subprocess.run(
+            [str(binary), "dags", "test", dag_id, logical_date],
+            env=dict(env), stdout=log_file, stderr=subprocess.STDOUT, timeout=1800,
+        )
+    return proc.returncode
+
+
+def dag_run_state(env: Mapping[str, str], dag_id: str, logical_date: str) -> str | None:
+    """The state of the newest run of ``dag_id`` for a logical date (YYYY-MM-DD)."""
+    engine = sa.create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT logical_date, state FROM dag_run WHERE dag_id = :dag ORDER BY id"),
+                {"dag": dag_id},
+            ).all()
+    finally:
+        engine.dispose()
+    states = [state for when, state in rows if str(when)[:10] == logical_date]
+    return states[-1] if states else None
+
+
+@contextlib.contextmanager
+def services(state_dir: Path, seed: int = 7, call_seconds: float = 0.3) -> Iterator[tuple]:
+    """S3 endpoint and gateway simulator for one demo or test session."""
+    from voice_notify.gateway.simulator import start_simulator
+
+    s3 = start_s3(state_dir / "logs" / "s3.log")
+    try:
+        with start_simulator(state_dir / "gateway", seed=seed, call_seconds=call_seconds) as sim:
+            yield s3, sim
+    finally:
+        s3.stop()

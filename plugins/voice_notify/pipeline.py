@@ -1,0 +1,210 @@
+"""The steps of the daily campaign, one function per DAG task.
+
+Each function takes the campaign date (the run's logical date) and references
+(S3 keys), returns references and counts for XCom, and is safe to run twice.
+The DAG file only wires them together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from voice_notify import db, ledger, planning, storage
+from voice_notify.campaigns import CampaignConfig, load_campaign_config
+from voice_notify.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def campaign_config() -> CampaignConfig:
+    return load_campaign_config(get_settings().include_dir / "campaigns.yaml")
+
+
+@cache
+def _composer():
+    from synthesis.text import NoticeComposer
+
+    return NoticeComposer.load(get_settings().include_dir)
+
+
+def _ledger_engine():
+    engine = db.engine_for(get_settings().ledger_conn_id)
+    ledger.ensure_schema(engine)
+    return engine
+
+
+def extract(campaign_date: dt.date, campaign: str) -> dict[str, Any]:
+    """Snapshot the CRM's due notices for the date into S3 (customer data stays out of XCom)."""
+    settings = get_settings()
+    config = campaign_config()
+    config.notice_types_of(campaign)  # an unknown campaign fails before any work
+    engine = db.engine_for(settings.crm_conn_id)
+    horizon = campaign_date + dt.timedelta(days=config.max_lookahead_days)
+    with engine.connect() as conn:
+        rows = [
+            dict(r._mapping)
+            for r in conn.execute(
+                db.load_sql("extract_due_notices", engine.dialect.name),
+                {"campaign_date": campaign_date, "horizon_date": horizon},
+            )
+        ]
+    storage.ensure_bucket()
+    key = storage.write_jsonl(storage.due_notices_key(campaign_date, campaign), rows)
+    log.info("extracted %d due notices for %s (%s) into %s", len(rows), campaign_date, campaign, key)
+    return {"key": key, "count": len(rows)}
+
+
+def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -> list[str]:
+    """Decide every notice, record the decisions, write batch manifests; returns batch keys."""
+    config = campaign_config()
+    notices = list(storage.read_jsonl(due_key))
+    decisions = planning.decide_all(
+        notices, campaign_date, config.notice_types_of(campaign), _composer(), config
+    )
+    engine = _ledger_engine()
+    with engine.begin() as conn:
+        waiting = planning.record_decisions(conn, decisions, campaign_date)
+    items = planning.batch_items(waiting, {d.notice_id: d for d in decisions}, campaign_date)
+    keys = []
+    for index, batch in enumerate(planning.chunk(items, batch_size)):
+        key = storage.write_bytes(
+            storage.batch_key(campaign_date, campaign, index),
+            "".join(item.to_json() + "\n" for item in batch).encode("utf-8"),
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                ledger.dispatch_ledger.update()
+                .where(ledger.dispatch_ledger.c.id.in_([i.ledger_id for i in batch]))
+                .values(batch_key=key)
+            )
+        keys.append(key)
+    skipped = sum(not d.planned for d in decisions)
+    log.info(
+        "plan %s: %d decisions, %d skipped, %d items in %d batches",
+        campaign_date, len(decisions), skipped, len(items), len(keys),
+    )
+    return keys
+
+
+class WorkerFailed(RuntimeError):
+    def __init__(self, code: int, output: str) -> None:
+        super().__init__(f"synthesis worker exited {code}: {output[-2000:]}")
+        self.code = code
+
+
+def synthesize_locally(batch_key: str, engine: str = "espeak") -> str:
+    """Run the worker CLI on this machine, as the GPU pod would; returns the result key."""
+    from synthesis.worker import EXIT_OK
+
+    settings = get_settings()
+    env = {**os.environ, **storage.worker_environment()}
+    with tempfile.TemporaryDirectory(prefix="vn-worker-") as tmp:
+        xcom_file = Path(tmp) / "return.json"
+        proc = subprocess.run(
+            [
+                sys.executable, "-m", "synthesis.worker",
+                "--batch", f"s3://{settings.bucket}/{batch_key}",
+                "--engine", engine,
+                "--xcom-file", str(xcom_file),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        for line in proc.stderr.splitlines():
+            log.info("worker: %s", line)
+        if proc.returncode != EXIT_OK:
+            raise WorkerFailed(proc.returncode, proc.stderr)
+        summary = json.loads(xcom_file.read_text())
+    log.info("batch %s: %s", batch_key, summary)
+    return summary["results_key"]
+
+
+def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool) -> dict[str, Any]:
+    """Record a batch's synthesis results and place its calls (unless dry run)."""
+    from synthesis.manifest import parse_results
+    from voice_notify import dispatch
+    from voice_notify.gateway import GatewayTransientError, gateway_from_connection
+
+    settings = get_settings()
+    engine = _ledger_engine()
+    results = parse_results(storage.read_bytes(results_key))
+    with engine.begin() as conn:
+        rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
+        synthesis = dispatch.record_synthesis(conn, rows, results)
+    if dry_run:
+        log.info("dry run: %d synthesized, no calls placed", synthesis.synthesized)
+        return {"synthesized": synthesis.synthesized, "dialed": 0, "dry_run": True}
+    with engine.connect() as conn:
+        rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
+    gateway = gateway_from_connection(settings.gateway_conn_id)
+    config = campaign_config()
+    ctx = dispatch.DialContext(
+        campaign_date=campaign_date,
+        gateway=gateway,
+        audio_url=storage.presigned_audio_url,
+        calling_hours=config.calling_hours,
+        now=lambda: dt.datetime.now(dt.UTC),
+        rate_limiter=dispatch.RateLimiter(settings.calls_per_second),
+    )
+    counts = dispatch.dial_rows(engine, db.engine_for(settings.crm_conn_id), rows, ctx)
+    summary = {
+        "synthesized": synthesis.synthesized,
+        "synthesis_failed": synthesis.synthesis_failed,
+        "dialed": counts.dialed,
+        "skipped": counts.skipped,
+        "waiting": counts.waiting,
+        "rejected": counts.rejected,
+        "transient": counts.transient,
+    }
+    if counts.transient:
+        # Raise so Airflow retries the task; the retry looks each call up first.
+        raise GatewayTransientError(f"{counts.transient} calls need a retry: {summary}")
+    return summary
+
+
+def reconcile(campaign_date: dt.date) -> dict[str, Any]:
+    """Settle the date's dialed calls and write every settled notice back to the CRM."""
+    from voice_notify import reconcile as rc
+    from voice_notify.gateway import gateway_from_connection
+
+    settings = get_settings()
+    config = campaign_config()
+    engine = _ledger_engine()
+    settled = rc.settle_calls(
+        engine,
+        campaign_date,
+        gateway_from_connection(settings.gateway_conn_id),
+        confirm_key=config.confirm_key,
+        optout_key=config.optout_key,
+        timeout_s=settings.call_timeout_s,
+        poll_interval_s=settings.poll_interval_s,
+    )
+    with engine.connect() as conn:
+        rows = ledger.rows_for_date(conn, campaign_date)
+    written = rc.write_back(db.engine_for(settings.crm_conn_id), rc.build_write_back(rows))
+    return {"settled": settled.settled, "still_open": settled.still_open, **written}
+
+
+def report(campaign_date: dt.date, campaign: str, dry_run: bool) -> dict[str, Any]:
+    """Counts of the date by state, reason and outcome, stored as JSON next to the batches."""
+    from voice_notify.report import campaign_report
+
+    engine = _ledger_engine()
+    with engine.connect() as conn:
+        rows = ledger.rows_for_date(conn, campaign_date)
+    body = campaign_report(rows, campaign_date, campaign, dry_run)
+    key = storage.write_bytes(
+        storage.report_key(campaign_date, campaign),
+        json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8"),
+    )
+    return {"key": key, "notices": body["notices"], "by_state": body["by_state"]}

@@ -1,0 +1,26 @@
+"""Reason codes the pipeline records per notice (ledger ``reason_code`` and the
+CRM's ``status_reason``). Codes are stable: reports and CRM dashboards key on them.
+
+The text frontend adds its own codes (``synthesis.text.REASON_CODES``:
+``missing_variable``, ``invalid_variable``, ``text_too_long``, ...), and the
+worker's per-item codes arrive prefixed ``synthesis_``.
+"""
+
+from __future__ import annotations
+
+OPTED_OUT = "opted_out"
+INVALID_PHONE = "invalid_phone"
+INVALID_VARIABLES_JSON = "invalid_variables_json"
+UNKNOWN_NOTICE_TYPE = "unknown_notice_type"
+ALREADY_CONTACTED = "already_contacted"  # another campaign date holds the dial claim
+OPTED_OUT_BEFORE_DIAL = "opted_out_before_dial"
+NOTICE_NO_LONGER_DUE = "notice_no_longer_due"
+GATEWAY_REJECTED = "gateway_rejected"
+SYNTHESIS_PREFIX = "synthesis_"
+SYNTHESIS_RESULT_MISSING = "synthesis_result_missing"
+
+# Call outcomes (ledger ``outcome``) and the reason a notice failed when unanswered.
+CALL_NO_ANSWER = "no_answer"
+CALL_BUSY = "busy"
+CALL_FAILED = "call_failed"
+CALL_CANCELED = "call_canceled"

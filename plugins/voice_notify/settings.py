@@ -1,0 +1,71 @@
+"""Settings read once, from the environment, with defaults that run the demo.
+
+Secrets never live here: database, S3 and gateway credentials come from
+Airflow Connections named by the ``*_CONN_ID`` settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Deployment settings of voice-notify.
+
+    :param include_dir: SQL, templates, campaign config and lexicons
+    :param bucket: the S3 bucket for batches, audio and reports
+    """
+
+    include_dir: Path
+    bucket: str
+    s3_conn_id: str
+    crm_conn_id: str
+    ledger_conn_id: str
+    gateway_conn_id: str
+    synthesis_pool: str
+    presign_expiry_s: int
+    poll_interval_s: float
+    call_timeout_s: float
+    calls_per_second: float
+    task_retries: int
+    retry_delay_s: float
+
+    def __post_init__(self) -> None:
+        if not self.include_dir.is_dir():
+            raise ValueError(
+                f"VOICE_NOTIFY_INCLUDE_DIR={self.include_dir} is not a directory; "
+                "point it at the project's include/ folder"
+            )
+        if self.presign_expiry_s < 3600:
+            # A presigned URL must outlive the gateway's queue; an hour is the floor.
+            raise ValueError("VOICE_NOTIFY_PRESIGN_EXPIRY_S must be at least 3600")
+
+
+@cache
+def get_settings() -> Settings:
+    """The settings of this process (read once; tests call ``get_settings.cache_clear()``)."""
+    env = os.environ.get
+    crm_conn_id = env("VOICE_NOTIFY_CRM_CONN_ID", "crm_db")
+    return Settings(
+        include_dir=Path(env("VOICE_NOTIFY_INCLUDE_DIR", str(_REPO_ROOT / "include"))),
+        bucket=env("VOICE_NOTIFY_BUCKET", "voice-notify"),
+        s3_conn_id=env("VOICE_NOTIFY_S3_CONN_ID", "voice_notify_s3"),
+        crm_conn_id=crm_conn_id,
+        # The ledger may live in the CRM database or in a database of its own.
+        ledger_conn_id=env("VOICE_NOTIFY_LEDGER_CONN_ID", crm_conn_id),
+        gateway_conn_id=env("VOICE_NOTIFY_GATEWAY_CONN_ID", "voice_gateway"),
+        synthesis_pool=env("VOICE_NOTIFY_SYNTHESIS_POOL", "cosyvoice_gpu"),
+        presign_expiry_s=int(env("VOICE_NOTIFY_PRESIGN_EXPIRY_S", str(24 * 3600))),
+        poll_interval_s=float(env("VOICE_NOTIFY_POLL_INTERVAL_S", "0.2")),
+        call_timeout_s=float(env("VOICE_NOTIFY_CALL_TIMEOUT_S", "120")),
+        calls_per_second=float(env("VOICE_NOTIFY_CALLS_PER_SECOND", "20")),
+        # Airflow retries of every task; the demo and tests shorten the delay.
+        task_retries=int(env("VOICE_NOTIFY_TASK_RETRIES", "2")),
+        retry_delay_s=float(env("VOICE_NOTIFY_RETRY_DELAY_S", "120")),
+    )

@@ -1,0 +1,129 @@
+"""Batch and result manifests: the contract between the plan step and the worker.
+
+One JSONL file per batch, one JSON object per line. The plan step writes
+``BatchItem`` lines; the worker answers with one ``ResultItem`` line per item
+in a result file. Both sides import this module, so it stays torch-free and
+Airflow-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """Which voice speaks an item.
+
+    :param profile: the voice profile id (``standard`` is the engine's own voice)
+    :param instruct: a dialect or tone instruction for engines that take one
+    """
+
+    profile: str = "standard"
+    instruct: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    ledger_id: int
+    notice_id: int
+    campaign_date: str
+    notice_type: str
+    locale: str
+    segments: list[dict[str, Any]]
+    voice: VoiceSpec = field(default_factory=VoiceSpec)
+    seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"v": MANIFEST_VERSION, **asdict(self)}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> BatchItem:
+        raw = json.loads(line)
+        if raw.pop("v", None) != MANIFEST_VERSION:
+            raise ValueError("batch item has no or another manifest version")
+        raw["voice"] = VoiceSpec(**raw.get("voice") or {})
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class ResultItem:
+    ledger_id: int
+    notice_id: int
+    status: str  # "ok" or "failed"
+    engine: str
+    seed: int
+    audio_key: str | None = None
+    duration_s: float | None = None
+    error_code: str | None = None
+    detail: str | None = None
+    resumed: bool = False  # the audio existed already: nothing was synthesized
+    synth_seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> ResultItem:
+        return cls(**json.loads(line))
+
+
+def item_seed(notice_id: int, campaign_date: str) -> int:
+    """A seed fixed by the notice and date, so a re-run renders the same audio."""
+    digest = hashlib.sha256(f"{notice_id}:{campaign_date}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def audio_key(engine_version: str, item: BatchItem, prefix: str = "audio") -> str:
+    """Content-addressed S3 key of an item's telephone audio.
+
+    Identical inputs (engine version, voice, seed, segments) give the identical
+    key, which is what lets a resumed worker skip finished items.
+    """
+    material = json.dumps(
+        {
+            "engine": engine_version,
+            "voice": asdict(item.voice),
+            "seed": item.seed,
+            "segments": item.segments,
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(material.encode("utf-8")).hexdigest()
+    return f"{prefix}/{digest[:2]}/{digest}.wav"
+
+
+def results_key_for(batch_key: str) -> str:
+    """The result manifest written next to a batch manifest."""
+    if "/batches/" not in batch_key:
+        raise ValueError(f"not a batch manifest key: {batch_key}")
+    return batch_key.replace("/batches/", "/results/", 1)
+
+
+def dump_lines(items: Iterable[BatchItem | ResultItem]) -> bytes:
+    return "".join(item.to_json() + "\n" for item in items).encode("utf-8")
+
+
+def parse_lines(payload: bytes | str) -> Iterator[str]:
+    text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    return (line for line in text.splitlines() if line.strip())
+
+
+def parse_results(payload: bytes | str) -> dict[int, ResultItem]:
+    """Result lines by ledger id; a later line for the same item wins (a resumed run)."""
+    results: dict[int, ResultItem] = {}
+    for line in parse_lines(payload):
+        item = ResultItem.from_json(line)
+        results[item.ledger_id] = item
+    return results
+
+
+def as_mapping(item: BatchItem) -> Mapping[str, Any]:
+    return asdict(item)

@@ -1,0 +1,243 @@
+"""NoticeComposer: notice type + locale + CRM values -> normalized, annotated speech segments."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from synthesis.text.catalogue import Catalogue, VariableSpec
+from synthesis.text.errors import NoticeTextError
+from synthesis.text.ir import ComposedNotice
+from synthesis.text.lexicon import Lexicon
+from synthesis.text.normalize import normalize_cached
+from synthesis.text.normalize.english import normalize_en
+from synthesis.text.pinyin import NameReader, WordAnnotator
+from synthesis.text.readers import Readers, check_characters
+from synthesis.text.split import split_segments
+
+log = logging.getLogger(__name__)
+
+# Values enter the template as private-use markers (rejected in input), so the composer
+# knows exactly where each value sits in the rendered text.
+_MARK_OPEN = "\ue000"
+_MARKER = re.compile(_MARK_OPEN + "(.)")
+_MARK_BASE = 0xE100
+_ASCII_GAP = re.compile(r"(?<=[A-Za-z0-9])\s+(?=[A-Za-z0-9])")
+_WHITESPACE = re.compile(r"\s+")
+_TO_TRADITIONAL = str.maketrans("两万亿点负号", "兩萬億點負號")
+
+Override = tuple[int, int, str]
+#: A template piece: (value slot, "", ()) or (-1, normalized literal, its overrides).
+Piece = tuple[int, str, tuple[Override, ...]]
+
+
+class NoticeComposer:
+    """Composes due notices into speech segments. Build once with :meth:`load`, then reuse.
+
+    Compiled templates, normalized template literals, name readings and typed value
+    readings are cached, so composing is cheap for tens of thousands of notices.
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        lexicon: Lexicon,
+        environment: SandboxedEnvironment,
+        money_style: str,
+    ) -> None:
+        self.catalogue = catalogue
+        self.lexicon = lexicon
+        self.money_style = money_style
+        self._names = NameReader(lexicon)
+        self._words = WordAnnotator(lexicon)
+        self._readers = Readers(self._names, self._words, money_style)
+        self._specs = {
+            name: {s.name: s for s in specs} for name, specs in catalogue.notice_types.items()
+        }
+        self._templates = {}
+        for locale in catalogue.locales:
+            for notice_type in catalogue.notice_types:
+                name = f"{locale}/{notice_type}.j2"
+                try:
+                    self._templates[(locale, notice_type)] = environment.get_template(name)
+                except TemplateError as exc:
+                    raise ValueError(f"template {name}: {exc}") from exc
+        self._read = lru_cache(maxsize=131072)(self._read_uncached)
+        self._literal = lru_cache(maxsize=4096)(self._literal_uncached)
+        self._skeletons: dict[tuple[str, str], list[Piece]] = {}
+
+    @classmethod
+    def load(cls, include_dir: pathlib.Path, money_style: str = "yuan-jiao-fen") -> NoticeComposer:
+        """Load the catalogue, templates and lexicons under ``include_dir``.
+
+        :param include_dir: the repository's ``include/`` folder.
+        :param money_style: ``yuan-jiao-fen`` (三千二百八十元五角) or ``decimal``
+            (三千二百八十点五元).
+        """
+        include_dir = pathlib.Path(include_dir)
+        catalogue = Catalogue.load(include_dir / "notice_types.yaml")
+        lexicon = Lexicon.load(include_dir / "lexicons")
+        environment = SandboxedEnvironment(
+            loader=FileSystemLoader(include_dir / "templates"),
+            undefined=StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            cache_size=-1,
+        )
+        return cls(catalogue, lexicon, environment, money_style)
+
+    def clear_caches(self) -> None:
+        """Forget memoized readings (for benchmarks and after editing lexicons)."""
+        for cached in (self._read, self._literal, self._names.read, self._words.spans):
+            cached.cache_clear()
+        self._skeletons.clear()
+
+    @property
+    def notice_types(self) -> frozenset[str]:
+        """The notice types the catalogue declares."""
+        return frozenset(self.catalogue.notice_types)
+
+    def variable_types(self, notice_type: str) -> dict[str, str]:
+        """Variable name -> type for ``notice_type``."""
+        specs = self._specs.get(notice_type)
+        if specs is None:
+            raise NoticeTextError("unknown_notice_type", repr(notice_type))
+        return {name: spec.type for name, spec in specs.items()}
+
+    def compose(
+        self,
+        notice_type: str,
+        locale: str,
+        variables: Mapping[str, object],
+        context: Mapping[str, str],
+    ) -> ComposedNotice:
+        """Render, normalize, annotate and split one notice.
+
+        :param variables: the notice row's values (names as in ``notice_types.yaml``).
+        :param context: ``organization``, ``customer_name``, ``confirm_key``, ``optout_key``,
+            ``service_phone``.
+        :raises NoticeTextError: for any bad input; see :data:`REASON_CODES`.
+        """
+        specs = self._specs.get(notice_type)
+        if specs is None:
+            raise NoticeTextError("unknown_notice_type", repr(notice_type)[:80])
+        template = self._templates.get((locale, notice_type))
+        if template is None:
+            raise NoticeTextError("unknown_locale", repr(locale)[:80])
+        unknown = set(variables) - set(specs)
+        if unknown:
+            raise NoticeTextError("unknown_variable", ", ".join(sorted(map(str, unknown)))[:200])
+        readings: list[tuple[str, tuple[Override, ...]]] = []
+        for spec in specs.values():
+            self._add(readings, spec, variables.get(spec.name), locale, "missing_variable")
+        for spec in self.catalogue.context:
+            missing = "empty_name" if spec.type == "person_name" else "missing_context"
+            self._add(readings, spec, context.get(spec.name), locale, missing)
+        skeleton = self._skeletons.get((locale, notice_type))
+        if skeleton is None:
+            skeleton = self._skeleton(template, locale, notice_type)
+        return self._assemble(notice_type, locale, skeleton, readings)
+
+    def _skeleton(self, template: Template, locale: str, notice_type: str) -> list[Piece]:
+        """Render the template once with value markers; literals normalized once.
+
+        Templates see every value as an opaque marker, so the rendered text is the same
+        for every notice of a type and locale: what varies is only the values.
+        """
+        names = [*self._specs[notice_type], *(spec.name for spec in self.catalogue.context)]
+        markers = {name: _MARK_OPEN + chr(_MARK_BASE + index) for index, name in enumerate(names)}
+        try:
+            rendered = template.render(**markers)
+        except UndefinedError as exc:
+            raise NoticeTextError("missing_variable", str(exc)[:200]) from None
+        except TemplateError as exc:
+            raise NoticeTextError("template_error", str(exc)[:200]) from None
+        pieces: list[Piece] = []
+        parts = _MARKER.split(rendered)
+        for index, part in enumerate(parts):
+            if index % 2:
+                pieces.append((ord(part) - _MARK_BASE, "", ()))
+                continue
+            if index == 0:
+                part = part.lstrip()
+            if index == len(parts) - 1:
+                part = part.rstrip()
+            text, spans = self._literal(part, locale)
+            if text:
+                pieces.append((-1, text, spans))
+        self._skeletons[(locale, notice_type)] = pieces
+        return pieces
+
+    def _add(
+        self,
+        readings: list[tuple[str, tuple[Override, ...]]],
+        spec: VariableSpec,
+        value: object,
+        locale: str,
+        missing_reason: str,
+    ) -> None:
+        kind = type(value)
+        if kind is str:
+            if not value.strip():
+                raise NoticeTextError(missing_reason, spec.name)
+            check_characters(spec.name, value)
+            length = len(value)
+        elif kind is int or kind is float:
+            length = len(str(value))
+        elif value is None:
+            raise NoticeTextError(missing_reason, spec.name)
+        else:
+            raise NoticeTextError("invalid_variable", f"{spec.name}: {kind.__name__}")
+        if length > spec.max_length:
+            raise NoticeTextError("variable_too_long", f"{spec.name}: {length} > {spec.max_length}")
+        readings.append(self._read(spec.name, spec.type, value, kind, locale))
+
+    def _read_uncached(
+        self, name: str, type_: str, value: str | int | float, _kind: type, locale: str
+    ) -> tuple[str, tuple[Override, ...]]:
+        return self._readers.read(name, type_, value, locale)
+
+    def _literal_uncached(self, literal: str, locale: str) -> tuple[str, tuple[Override, ...]]:
+        if locale == "en":
+            return normalize_en(_WHITESPACE.sub(" ", literal)), ()
+        compact = _WHITESPACE.sub("", _ASCII_GAP.sub("\x00", literal)).replace("\x00", " ")
+        text = normalize_cached(compact, self.money_style)
+        if locale == "yue":
+            return text.translate(_TO_TRADITIONAL), ()
+        return text, self._words.spans(text)
+
+    def _assemble(
+        self,
+        notice_type: str,
+        locale: str,
+        skeleton: list[Piece],
+        readings: list[tuple[str, tuple[Override, ...]]],
+    ) -> ComposedNotice:
+        parts: list[str] = []
+        overrides: list[Override] = []
+        protected: list[tuple[int, int]] = []
+        offset = 0
+        for slot, text, spans in skeleton:
+            if slot >= 0:
+                text, spans = readings[slot]
+                protected.append((offset, offset + len(text)))
+            if spans:
+                overrides.extend((offset + a, offset + b, r) for a, b, r in spans)
+            parts.append(text)
+            offset += len(text)
+        full_text = "".join(parts)
+        if len(full_text) > self.catalogue.max_text_chars:
+            raise NoticeTextError(
+                "text_too_long", f"{len(full_text)} > {self.catalogue.max_text_chars} characters"
+            )
+        segments = split_segments(full_text, overrides, protected, locale)
+        joiner = " " if locale == "en" else ""
+        display_text = joiner.join(segment.text for segment in segments)
+        return ComposedNotice(notice_type, locale, display_text, segments)

@@ -1,0 +1,155 @@
+"""Pinyin for names (surname-aware), lexicon words and running text, with caches.
+
+pypinyin is used without ``load_phrases_dict`` (it changes global state); our own
+readings are carried as overrides on the segment instead.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pypinyin import Style, lazy_pinyin, pinyin
+from pypinyin.contrib.tone_convert import to_tone3
+from pypinyin.seg.mmseg import seg
+
+from synthesis.text.lexicon import Lexicon
+
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+#: Readings of the characters the typed readers produce (numbers, units, dates, times).
+#: Context-free in those positions, so the typed pieces carry them as overrides.
+NUMBER_READINGS = {
+    "零": "líng", "幺": "yāo", "一": "yī", "二": "èr", "两": "liǎng", "三": "sān", "四": "sì",
+    "五": "wǔ", "六": "liù", "七": "qī", "八": "bā", "九": "jiǔ", "十": "shí", "百": "bǎi",
+    "千": "qiān", "万": "wàn", "亿": "yì", "点": "diǎn", "负": "fù", "元": "yuán", "角": "jiǎo",
+    "分": "fēn", "年": "nián", "月": "yuè", "日": "rì", "秒": "miǎo", "之": "zhī",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=8192)
+def heteronyms(char: str) -> tuple[str, ...]:
+    """All tone-marked readings pypinyin knows for one character."""
+    return tuple(pinyin(char, heteronym=True, errors="ignore")[0]) if HAN.match(char) else ()
+
+
+@lru_cache(maxsize=65536)
+def run_tone3(run: str) -> tuple[str, ...]:
+    """pypinyin's reading of a run of Han characters, tone numbers, ü as v, neutral tone 5."""
+    return tuple(lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True))
+
+
+@lru_cache(maxsize=65536)
+def run_marked(run: str) -> tuple[str, ...]:
+    """pypinyin's reading of a run of Han characters, tone marks."""
+    return tuple(lazy_pinyin(run, style=Style.TONE))
+
+
+@lru_cache(maxsize=4096)
+def marked_to_tone3(syllable: str) -> str:
+    """``zēng`` -> ``zeng1``; ``nǚ`` -> ``nv3``; neutral tone -> 5."""
+    converted = to_tone3(syllable, v_to_u=False, neutral_tone_with_five=True)
+    return converted.replace("ü", "v")
+
+
+class NameReader:
+    """Reads person names: surname from the lexicon table, given name by pypinyin."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self._surnames = lexicon.surnames
+        self._compound = {key for key in lexicon.surnames if len(key) == 2}
+        self.read = lru_cache(maxsize=65536)(self._read)
+
+    def split(self, name: str) -> tuple[str, str]:
+        """Split ``name`` into surname and given name (compound surnames need 3+ chars)."""
+        if len(name) >= 3 and name[:2] in self._compound:
+            return name[:2], name[2:]
+        return name[:1], name[1:]
+
+    def _read(self, name: str) -> tuple[str, ...]:
+        """Tone-marked syllables, one per Han character of ``name``."""
+        surname, given = self.split(name)
+        reading = self._surnames.get(surname)
+        syllables = reading.split() if reading else list(run_marked(surname))
+        for run in HAN_RUN.findall(given):
+            syllables.extend(run_marked(run))
+        return tuple(syllables)
+
+
+class WordAnnotator:
+    """Override spans for text: lexicon words (longest match, left to right), then
+    characters from ``char_defaults.tsv`` that pypinyin would read on their own (outside
+    any phrase it knows), where its single-character default is the rarer reading."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self._words = lexicon.words
+        self._longest = lexicon.longest_word
+        self._first_chars = {word[0] for word in lexicon.words}
+        self._char_defaults = lexicon.char_defaults
+        self.spans = lru_cache(maxsize=16384)(self._spans)
+
+    def _spans(self, text: str) -> tuple[tuple[int, int, str], ...]:
+        spans: list[tuple[int, int, str]] = []
+        index = 0
+        while index < len(text):
+            if text[index] in self._first_chars:
+                for length in range(min(self._longest, len(text) - index), 1, -1):
+                    reading = self._words.get(text[index : index + length])
+                    if reading:
+                        spans.append((index, index + length, reading))
+                        index += length
+                        break
+                else:
+                    index += 1
+            else:
+                index += 1
+        if self._char_defaults and not self._char_defaults.keys().isdisjoint(text):
+            spans = sorted([*spans, *self._lone_chars(text, spans)])
+        return tuple(spans)
+
+    def _lone_chars(
+        self, text: str, taken: list[tuple[int, int, str]]
+    ) -> list[tuple[int, int, str]]:
+        covered = {i for start, end, _ in taken for i in range(start, end)}
+        found = []
+        position = 0
+        for token in seg.cut(text):
+            reading = self._char_defaults.get(token) if len(token) == 1 else None
+            if reading and position not in covered:
+                found.append((position, position + 1, reading))
+            position += len(token)
+        return found
+
+
+def number_spans(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Override spans for a typed reading (digits, units): maximal runs of known characters."""
+    spans: list[tuple[int, int, str]] = []
+    start = None
+    for index, char in enumerate([*text, ""]):
+        if char and char in NUMBER_READINGS:
+            start = index if start is None else start
+            continue
+        if start is not None:
+            spans.append((start, index, " ".join(NUMBER_READINGS[c] for c in text[start:index])))
+            start = None
+    return tuple(spans)
+
+
+class TextReader:
+    """Tone-marked reading of running text, one entry per character (None if not Han)."""
+
+    def __init__(self, annotator: WordAnnotator) -> None:
+        self._annotator = annotator
+
+    def read(self, text: str) -> list[str | None]:
+        readings: list[str | None] = [None] * len(text)
+        position = 0
+        for start, end, reading in (*self._annotator.spans(text), (len(text), len(text), "")):
+            for match in HAN_RUN.finditer(text, position, start):
+                syllables = run_marked(match.group())
+                if len(syllables) == len(match.group()):
+                    readings[match.start() : match.end()] = syllables
+            readings[start:end] = reading.split()
+            position = end
+        return readings

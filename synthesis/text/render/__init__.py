@@ -1,0 +1,1 @@
+"""Engine renderers: one engine-neutral :class:`~synthesis.text.ir.Segment` -> engine input."""

@@ -1,0 +1,102 @@
+"""CosyVoice3 text with pronunciation inpainting: 曾 -> [z][ēng], AI -> [EY1][AY1].
+
+Only characters whose reading is ambiguous (pypinyin knows several) are replaced by
+tokens: the model reads the rest well, and plain characters keep its prosody natural.
+Every emitted token is checked against the model's inventory; a reading that cannot be
+expressed falls back to the plain character.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pypinyin.contrib.tone_convert import to_finals_tone, to_initials
+
+from synthesis.text.ir import Segment
+from synthesis.text.lexicon import read_tsv
+from synthesis.text.paths import INCLUDE_DIR, cosyvoice3_tokens_dir
+from synthesis.text.pinyin import heteronyms
+
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _read_tokens(path: pathlib.Path) -> frozenset[str]:
+    lines = path.read_text(encoding="utf-8").split()
+    return frozenset(line.strip()[1:-1] for line in lines if line.startswith("["))
+
+
+@dataclass(frozen=True)
+class TokenInventory:
+    """The pinyin and CMU tokens the model knows, and our CMU word lexicon."""
+
+    pinyin: frozenset[str]
+    cmu: frozenset[str]
+    words: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def load(
+        cls, tokens_dir: pathlib.Path | None = None, lexicon_dir: pathlib.Path | None = None
+    ) -> TokenInventory:
+        """Read ``pinyin_tokens.txt`` / ``cmu_tokens.txt`` and ``include/lexicons/cmu.tsv``.
+
+        :raises FileNotFoundError: with the variable to set when the inventory is absent.
+        """
+        tokens_dir = tokens_dir or cosyvoice3_tokens_dir()
+        if not (tokens_dir / "pinyin_tokens.txt").is_file():
+            raise FileNotFoundError(
+                f"CosyVoice3 token inventory not found in {tokens_dir}; "
+                "set VOICE_NOTIFY_COSYVOICE3_TOKENS to the folder holding pinyin_tokens.txt"
+            )
+        cmu = _read_tokens(tokens_dir / "cmu_tokens.txt")
+        lexicon = read_tsv((lexicon_dir or INCLUDE_DIR / "lexicons") / "cmu.tsv")
+        words = {
+            word.upper(): tuple(phones.split())
+            for word, phones in lexicon.items()
+            if all(phone in cmu for phone in phones.split())
+        }
+        return cls(_read_tokens(tokens_dir / "pinyin_tokens.txt"), cmu, words)
+
+
+def syllable_tokens(syllable: str, inventory: TokenInventory) -> str | None:
+    """``zēng`` -> ``[z][ēng]``; ``yù`` -> ``[y][ù]``; None when a piece has no token."""
+    initial = to_initials(syllable, strict=False)
+    final = to_finals_tone(syllable, strict=False).replace("ü", "v")
+    pieces = [piece for piece in (initial, final) if piece]
+    if not pieces or not all(piece in inventory.pinyin for piece in pieces):
+        return None
+    return "".join(f"[{piece}]" for piece in pieces)
+
+
+@lru_cache(maxsize=1)
+def default_inventory() -> TokenInventory:
+    """The inventory from :func:`~synthesis.text.paths.cosyvoice3_tokens_dir`, loaded once."""
+    return TokenInventory.load()
+
+
+def _english(text: str, inventory: TokenInventory) -> str:
+    def replace(match: re.Match[str]) -> str:
+        phones = inventory.words.get(match.group().upper())
+        return "".join(f"[{phone}]" for phone in phones) if phones else match.group()
+
+    return _LATIN_WORD.sub(replace, text)
+
+
+def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None) -> str:
+    """CosyVoice3 ``tts_text`` for one segment (call the model with ``text_frontend=False``)."""
+    inventory = inventory or default_inventory()
+    if segment.lang == "en":
+        return segment.text
+    text = segment.text
+    out: list[str] = []
+    position = 0
+    for start, end, reading in segment.overrides:
+        out.append(_english(text[position:start], inventory))
+        for char, syllable in zip(text[start:end], reading.split(), strict=True):
+            tokens = syllable_tokens(syllable, inventory) if len(heteronyms(char)) > 1 else None
+            out.append(tokens or char)
+        position = end
+    out.append(_english(text[position:], inventory))
+    return "".join(out)
