@@ -83,7 +83,9 @@ def voice_notice_daily():
 
         get_current_context()["batch_label"] = synthesized["batch_key"].rsplit("/", 1)[-1]
         return pipeline.dial(
-            _campaign_date(), synthesized["batch_key"], synthesized["results_key"],
+            _campaign_date(),
+            synthesized["batch_key"],
+            synthesized["results_key"],
             params["dry_run"],
         )
 

@@ -126,33 +126,49 @@ class BatchSynthesizer:
         if existing is not None:
             duration = float(existing.get("Metadata", {}).get("duration-s", "0") or 0)
             return ResultItem(
-                **base, status="ok", engine=self.engine.version, audio_key=key,
-                duration_s=duration, resumed=True,
+                **base,
+                status="ok",
+                engine=self.engine.version,
+                audio_key=key,
+                duration_s=duration,
+                resumed=True,
             )
         started = time.perf_counter()
         try:
             wav = self._render(item)
         except SegmentRejected as exc:
             return ResultItem(
-                **base, status="failed", engine=self.engine.version,
-                error_code=exc.reason_code, detail=exc.detail,
+                **base,
+                status="failed",
+                engine=self.engine.version,
+                error_code=exc.reason_code,
+                detail=exc.detail,
             )
         except TransientStorageError:
             raise
         except Exception as exc:  # one broken item must not stop the batch
             log.exception("notice %s: engine crashed", item.notice_id)
             return ResultItem(
-                **base, status="failed", engine=self.engine.version,
-                error_code="engine_crash", detail=f"{type(exc).__name__}: {exc}"[:300],
+                **base,
+                status="failed",
+                engine=self.engine.version,
+                error_code="engine_crash",
+                detail=f"{type(exc).__name__}: {exc}"[:300],
             )
         synth_seconds = time.perf_counter() - started
         self.store.write(
-            key, wav.wav_bytes, "audio/wav",
+            key,
+            wav.wav_bytes,
+            "audio/wav",
             {"duration-s": f"{wav.duration_s:.3f}", "engine": self.engine.version},
         )
         return ResultItem(
-            **base, status="ok", engine=self.engine.version, audio_key=key,
-            duration_s=round(wav.duration_s, 3), synth_seconds=round(synth_seconds, 4),
+            **base,
+            status="ok",
+            engine=self.engine.version,
+            audio_key=key,
+            duration_s=round(wav.duration_s, 3),
+            synth_seconds=round(synth_seconds, 4),
         )
 
     def _render(self, item: BatchItem):
@@ -213,7 +229,9 @@ def run_batch(args: argparse.Namespace, stop: StopFlag) -> int:
                 break
             result = synthesizer.process(item)
             log.info(
-                "notice %s: %s %s", item.notice_id, result.status,
+                "notice %s: %s %s",
+                item.notice_id,
+                result.status,
                 result.error_code or ("resumed" if result.resumed else result.audio_key),
             )
             results.append(result)

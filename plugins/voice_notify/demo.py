@@ -34,8 +34,11 @@ def _copy_outputs(s3_url: str, bucket: str, report_key: str, out_dir: Path) -> d
     import boto3
 
     client = boto3.client(
-        "s3", endpoint_url=s3_url, aws_access_key_id="testing",
-        aws_secret_access_key="testing", region_name="us-east-1",
+        "s3",
+        endpoint_url=s3_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
     )
     report = json.loads(client.get_object(Bucket=bucket, Key=report_key)["Body"].read())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,17 +65,20 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     crm_path = state_dir / "crm.sqlite"
     crm_url = f"sqlite:///{crm_path}"
-    seeded = demo_crm.seed(
-        sa.create_engine(crm_url), demo_crm.SeedSpec(anchor_date=campaign_date)
+    seeded = demo_crm.seed(sa.create_engine(crm_url), demo_crm.SeedSpec(anchor_date=campaign_date))
+    print(
+        f"demo CRM: {crm_path} ({'seeded' if seeded['seeded'] else 'existing'}, "
+        f"{seeded['customers']} customers)"
     )
-    print(f"demo CRM: {crm_path} ({'seeded' if seeded['seeded'] else 'existing'}, "
-          f"{seeded['customers']} customers)")
     calls_log = state_dir / "gateway" / "calls.jsonl"
     calls_before = _count_lines(calls_log)
     with localrun.services(state_dir, seed=seed) as (s3, simulator):
         print(f"local S3 endpoint: {s3.url}; gateway simulator: {simulator.url}")
         env = localrun.airflow_environment(
-            state_dir, crm_url=crm_url, s3=s3, gateway_url=simulator.url,
+            state_dir,
+            crm_url=crm_url,
+            s3=s3,
+            gateway_url=simulator.url,
             extra={"VOICE_NOTIFY_RETRY_DELAY_S": "5"},
         )
         localrun.prepare_airflow(env)
@@ -89,7 +95,9 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
     calls_now = _count_lines(calls_log) - calls_before
     wall = time.monotonic() - started
     print()
-    print(f"campaign {date_text}: DAG run {state}, {report['notices']} notices, wall time {wall:.1f} s")
+    print(
+        f"campaign {date_text}: DAG run {state}, {report['notices']} notices, wall time {wall:.1f} s"
+    )
     print(f"  calls placed by this run: {calls_now} (simulator log {calls_log})")
     for title, counts in (
         ("by state", report["by_state"]),
@@ -98,8 +106,12 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
     ):
         print(f"  {title}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     types = Counter(i["notice_type"] for i in report["items"])
-    print("  by notice type: " + ", ".join(f"{k or '<none>'}={v}" for k, v in sorted(types.items())))
-    print(f"  audio: {out_dir / 'audio'} ({copied['copied']} new files); report: {out_dir / 'report.json'}")
+    print(
+        "  by notice type: " + ", ".join(f"{k or '<none>'}={v}" for k, v in sorted(types.items()))
+    )
+    print(
+        f"  audio: {out_dir / 'audio'} ({copied['copied']} new files); report: {out_dir / 'report.json'}"
+    )
     return 0 if state == "success" else 1
 
 

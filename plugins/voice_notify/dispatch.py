@@ -71,8 +71,12 @@ def record_synthesis(
             reason = reasons.SYNTHESIS_RESULT_MISSING
         elif result.status == "ok":
             ledger.transition(
-                conn, row.id, LedgerState.SYNTHESIZED,
-                audio_key=result.audio_key, engine=result.engine, seed=result.seed,
+                conn,
+                row.id,
+                LedgerState.SYNTHESIZED,
+                audio_key=result.audio_key,
+                engine=result.engine,
+                seed=result.seed,
             )
             counts.synthesized += 1
             continue
@@ -131,8 +135,11 @@ def _contacts(conn: sa.Connection, notice_ids: Sequence[int]) -> dict[int, Any]:
 def _mark_dialed(ledger_engine: sa.Engine, row_id: int, status: CallStatus, when: dt.datetime):
     with ledger_engine.begin() as conn:
         ledger.transition(
-            conn, row_id, LedgerState.DIALED,
-            call_id=status.call_id, dialed_at=when.replace(tzinfo=None),
+            conn,
+            row_id,
+            LedgerState.DIALED,
+            call_id=status.call_id,
+            dialed_at=when.replace(tzinfo=None),
         )
 
 
@@ -192,15 +199,22 @@ def _dial_one(
             counts.skip(reasons.ALREADY_CONTACTED)
             return
         if not ledger.transition(
-            conn, row.id, LedgerState.DIALING,
-            from_states=[LedgerState.SYNTHESIZED], idempotency_key=key,
+            conn,
+            row.id,
+            LedgerState.DIALING,
+            from_states=[LedgerState.SYNTHESIZED],
+            idempotency_key=key,
         ):
             return  # another worker moved it first; it is theirs
     _place(ledger_engine, row, number, key, ctx, counts)
 
 
 def _place(
-    ledger_engine: sa.Engine, row: sa.Row, number: str, key: str, ctx: DialContext,
+    ledger_engine: sa.Engine,
+    row: sa.Row,
+    number: str,
+    key: str,
+    ctx: DialContext,
     counts: DialCounts,
 ) -> None:
     request = CallRequest(
@@ -216,8 +230,11 @@ def _place(
     except GatewayPermanentError as exc:
         with ledger_engine.begin() as conn:
             ledger.transition(
-                conn, row.id, LedgerState.FAILED,
-                reason_code=reasons.GATEWAY_REJECTED, outcome=str(exc)[:32],
+                conn,
+                row.id,
+                LedgerState.FAILED,
+                reason_code=reasons.GATEWAY_REJECTED,
+                outcome=str(exc)[:32],
             )
         counts.rejected += 1
         log.warning("notice %s to %s: gateway rejected: %s", row.notice_id, mask_phone(number), exc)
@@ -232,9 +249,7 @@ def _place(
     log.info("notice %s to %s: call %s placed", row.notice_id, mask_phone(number), status.call_id)
 
 
-def _lookup_after_failure(
-    gateway: VoiceGateway, key: str, exc: Exception
-) -> CallStatus | None:
+def _lookup_after_failure(gateway: VoiceGateway, key: str, exc: Exception) -> CallStatus | None:
     """After an ambiguous failure, ask the gateway whether the call exists."""
     try:
         found = gateway.find_call(key)
@@ -265,7 +280,10 @@ def _resume_dialing(
     if contact is None or contact.status != "due" or contact.voice_opt_out:
         with ledger_engine.begin() as conn:
             ledger.transition(
-                conn, row.id, LedgerState.FAILED, reason_code=reasons.OPTED_OUT_BEFORE_DIAL
+                conn,
+                row.id,
+                LedgerState.FAILED,
+                reason_code=reasons.OPTED_OUT_BEFORE_DIAL
                 if contact is not None and contact.voice_opt_out
                 else reasons.NOTICE_NO_LONGER_DUE,
             )

@@ -161,7 +161,9 @@ def transition(
     return conn.execute(stmt).rowcount == 1
 
 
-def claim_notice(conn: sa.Connection, notice_id: int, ledger_id: int, campaign_date: dt.date) -> bool:
+def claim_notice(
+    conn: sa.Connection, notice_id: int, ledger_id: int, campaign_date: dt.date
+) -> bool:
     """Claim the right to dial a notice; True if this ledger row holds the claim.
 
     The claim is a row keyed on the notice alone, so two campaign dates (an
@@ -178,9 +180,7 @@ def claim_notice(conn: sa.Connection, notice_id: int, ledger_id: int, campaign_d
         },
     )
     holder = conn.execute(
-        sa.select(notice_dial_claims.c.ledger_id).where(
-            notice_dial_claims.c.notice_id == notice_id
-        )
+        sa.select(notice_dial_claims.c.ledger_id).where(notice_dial_claims.c.notice_id == notice_id)
     ).scalar_one()
     return holder == ledger_id
 

@@ -39,7 +39,7 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process for {url} exited with {proc.returncode}")
         try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            urllib.request.urlopen(url, timeout=1)
             return
         except urllib.error.HTTPError:
             return
@@ -167,7 +167,9 @@ def airflow_environment(
     return env
 
 
-def airflow(env: Mapping[str, str], *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess:
+def airflow(
+    env: Mapping[str, str], *args: str, timeout_s: float = 900
+) -> subprocess.CompletedProcess:
     """Run an ``airflow`` CLI command of this venv; raise with its output if it fails."""
     binary = Path(sys.executable).with_name("airflow")
     proc = subprocess.run(
@@ -185,7 +187,11 @@ def prepare_airflow(env: Mapping[str, str], pool_slots: int = 4) -> None:
     """Migrate the metadata database and declare the synthesis pool."""
     airflow(env, "db", "migrate")
     airflow(
-        env, "pools", "set", "cosyvoice_gpu", str(pool_slots),
+        env,
+        "pools",
+        "set",
+        "cosyvoice_gpu",
+        str(pool_slots),
         "GPU synthesis slots (CosyVoice3 pods; the local worker in the demo)",
     )
 
@@ -200,7 +206,10 @@ def dags_test(env: Mapping[str, str], dag_id: str, logical_date: str, log_path: 
     with log_path.open("w", encoding="utf-8") as log_file:
         proc = subprocess.run(
             [str(binary), "dags", "test", dag_id, logical_date],
-            env=dict(env), stdout=log_file, stderr=subprocess.STDOUT, timeout=1800,
+            env=dict(env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            timeout=1800,
         )
     return proc.returncode
 

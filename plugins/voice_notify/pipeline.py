@@ -59,7 +59,9 @@ def extract(campaign_date: dt.date, campaign: str) -> dict[str, Any]:
         ]
     storage.ensure_bucket()
     key = storage.write_jsonl(storage.due_notices_key(campaign_date, campaign), rows)
-    log.info("extracted %d due notices for %s (%s) into %s", len(rows), campaign_date, campaign, key)
+    log.info(
+        "extracted %d due notices for %s (%s) into %s", len(rows), campaign_date, campaign, key
+    )
     return {"key": key, "count": len(rows)}
 
 
@@ -90,7 +92,11 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
     skipped = sum(not d.planned for d in decisions)
     log.info(
         "plan %s: %d decisions, %d skipped, %d items in %d batches",
-        campaign_date, len(decisions), skipped, len(items), len(keys),
+        campaign_date,
+        len(decisions),
+        skipped,
+        len(items),
+        len(keys),
     )
     return keys
 
@@ -111,10 +117,15 @@ def synthesize_locally(batch_key: str, engine: str = "espeak") -> str:
         xcom_file = Path(tmp) / "return.json"
         proc = subprocess.run(
             [
-                sys.executable, "-m", "synthesis.worker",
-                "--batch", f"s3://{settings.bucket}/{batch_key}",
-                "--engine", engine,
-                "--xcom-file", str(xcom_file),
+                sys.executable,
+                "-m",
+                "synthesis.worker",
+                "--batch",
+                f"s3://{settings.bucket}/{batch_key}",
+                "--engine",
+                engine,
+                "--xcom-file",
+                str(xcom_file),
             ],
             env=env,
             capture_output=True,

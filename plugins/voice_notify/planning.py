@@ -181,7 +181,9 @@ def record_decisions(
         if decision is None:
             continue
         reason = (
-            reasons.ALREADY_CONTACTED if row.notice_id in claimed_elsewhere else decision.reason_code
+            reasons.ALREADY_CONTACTED
+            if row.notice_id in claimed_elsewhere
+            else decision.reason_code
         )
         if reason is not None:
             ledger.transition(conn, row.id, ledger.LedgerState.SKIPPED, reason_code=reason)

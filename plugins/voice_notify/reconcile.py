@@ -65,7 +65,9 @@ def settle_calls(
     """
     counts = ReconcileCounts()
     with ledger_engine.connect() as conn:
-        open_rows = {r.id: r for r in ledger.rows_for_date(conn, campaign_date, [LedgerState.DIALED])}
+        open_rows = {
+            r.id: r for r in ledger.rows_for_date(conn, campaign_date, [LedgerState.DIALED])
+        }
     deadline = clock() + timeout_s
     while open_rows:
         for row_id, row in list(open_rows.items()):
@@ -77,10 +79,14 @@ def settle_calls(
             if not status.terminal:
                 continue
             outcome = outcome_of(status, confirm_key, optout_key)
-            to_state = LedgerState.COMPLETED if status.state == CallState.COMPLETED else LedgerState.FAILED
+            to_state = (
+                LedgerState.COMPLETED if status.state == CallState.COMPLETED else LedgerState.FAILED
+            )
             with ledger_engine.begin() as conn:
                 ledger.transition(
-                    conn, row_id, to_state,
+                    conn,
+                    row_id,
+                    to_state,
                     from_states=[LedgerState.DIALED],
                     outcome=outcome,
                     key_pressed=status.key_pressed,

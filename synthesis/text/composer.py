@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import pathlib
 import re
 from collections.abc import Mapping
@@ -21,8 +20,6 @@ from synthesis.text.pinyin import NameReader, WordAnnotator
 from synthesis.text.readers import Readers, check_characters
 from synthesis.text.split import split_segments
 
-log = logging.getLogger(__name__)
-
 # Values enter the template as private-use markers (rejected in input), so the composer
 # knows exactly where each value sits in the rendered text.
 _MARK_OPEN = "\ue000"
@@ -40,8 +37,10 @@ Piece = tuple[int, str, tuple[Override, ...]]
 class NoticeComposer:
     """Composes due notices into speech segments. Build once with :meth:`load`, then reuse.
 
-    Compiled templates, normalized template literals, name readings and typed value
-    readings are cached, so composing is cheap for tens of thousands of notices.
+    Each template is rendered once per locale with opaque value markers (so templates
+    hold wording, not logic); its literal text is normalized once; typed values are read
+    by their catalogue type (money, date, code ...) and memoized, as are name readings.
+    Composing is then cheap for tens of thousands of notices (see ``synthesis.text.bench``).
     """
 
     def __init__(
@@ -60,7 +59,7 @@ class NoticeComposer:
         self._specs = {
             name: {s.name: s for s in specs} for name, specs in catalogue.notice_types.items()
         }
-        self._templates = {}
+        self._templates: dict[tuple[str, str], Template] = {}
         for locale in catalogue.locales:
             for notice_type in catalogue.notice_types:
                 name = f"{locale}/{notice_type}.j2"

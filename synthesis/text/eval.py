@@ -161,6 +161,27 @@ def evaluate_surname_table() -> Score:
     return score
 
 
+def evaluate_cosyvoice3_tokens(root, notices: int = 2000) -> tuple[int, int]:
+    """(valid, emitted) tokens over synthetic notices and every surname in the table."""
+    from synthesis.text.bench import make_notices
+    from synthesis.text.composer import NoticeComposer
+    from synthesis.text.render.cosyvoice3 import TokenInventory, render_cosyvoice3
+
+    inventory = TokenInventory.load(root / "cosyvoice3", INCLUDE_DIR / "lexicons")
+    composer = NoticeComposer.load(INCLUDE_DIR)
+    batch = make_notices(notices)
+    for surname in composer.lexicon.surnames:
+        notice_type, _, variables, context = batch[0]
+        batch.append((notice_type, "cmn", variables, {**context, "customer_name": surname + "明"}))
+    valid = emitted = 0
+    for notice_type, locale, variables, context in batch:
+        for segment in composer.compose(notice_type, locale, variables, context).segments:
+            for token in re.findall(r"\[([^\]]+)\]", render_cosyvoice3(segment, inventory)):
+                emitted += 1
+                valid += token in inventory.pinyin or token in inventory.cmu
+    return valid, emitted
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m synthesis.text.eval", description=__doc__)
     parser.add_argument("--no-wetext", action="store_true", help="skip the wetext baseline")
@@ -190,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<22}{ours.total:>6}{ours.percent:9.2f}{baseline.percent:12.2f}")
     surnames = evaluate_surname_table()
     print(f"\nsurname table: {surnames.correct}/{surnames.total} ({surnames.percent:.1f}%)")
+    valid, emitted = evaluate_cosyvoice3_tokens(root)
+    share = 100.0 * valid / emitted if emitted else 0.0
+    print(f"CosyVoice3 tokens valid: {valid}/{emitted} ({share:.1f}%)")
     print(f"\n({time.perf_counter() - started:.1f} s)")
     return 0
 

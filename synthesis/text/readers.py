@@ -10,6 +10,8 @@ import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
+from pypinyin.seg.mmseg import seg
+
 from synthesis.text.errors import NoticeTextError
 from synthesis.text.normalize import cardinal as cardinal_rule
 from synthesis.text.normalize import date as date_rule
@@ -179,8 +181,10 @@ class Readers:
 
     def _romanize(self, value: str) -> str:
         def romanize_run(match: re.Match[str]) -> str:
-            syllables = [_plain(s) for s in run_marked(match.group())]
-            return " " + "".join(syllables).capitalize() + " "
+            words = []
+            for word in seg.cut(match.group()):
+                words.append("".join(_plain(s) for s in run_marked(word)).capitalize())
+            return " " + " ".join(words) + " "
 
         return " ".join(HAN_RUN.sub(romanize_run, value).split())
 

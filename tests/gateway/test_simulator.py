@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from voice_notify.gateway.base import (
     CallRequest,
     CallState,

@@ -6,11 +6,12 @@ import pytest
 from pypinyin import pinyin
 
 from synthesis.text.lexicon import Lexicon, read_tsv
-from synthesis.text.pinyin import NameReader
-from tests.text.conftest import INCLUDE
+from synthesis.text.pinyin import NameReader, TextReader, WordAnnotator
+from tests.text.samples import INCLUDE
 
 SURNAMES = read_tsv(INCLUDE / "lexicons" / "surnames.tsv")
 WORDS = read_tsv(INCLUDE / "lexicons" / "words.tsv")
+CHAR_DEFAULTS = read_tsv(INCLUDE / "lexicons" / "char_defaults.tsv")
 REQUIRED = {
     "曾": "zēng", "单": "shàn", "解": "xiè", "仇": "qiú", "查": "zhā", "区": "ōu",
     "尉迟": "yù chí", "万俟": "mò qí", "朴": "piáo", "盖": "gě", "覃": "qín", "种": "chóng",
@@ -25,7 +26,9 @@ def test_required_surnames_are_in_the_table() -> None:
         assert SURNAMES[surname] == reading
 
 
-@pytest.mark.parametrize("table", [SURNAMES, WORDS], ids=["surnames", "words"])
+@pytest.mark.parametrize(
+    "table", [SURNAMES, WORDS, CHAR_DEFAULTS], ids=["surnames", "words", "char_defaults"]
+)
 def test_every_reading_is_one_of_pypinyins_heteronyms(table) -> None:
     for word, reading in table.items():
         syllables = reading.split()
@@ -46,3 +49,11 @@ def test_compound_surname_needs_a_given_name() -> None:
     assert reader.split("欧阳修") == ("欧阳", "修")
     assert reader.split("欧阳") == ("欧", "阳")
     assert reader.read("单田芳") == ("shàn", "tián", "fāng")
+
+
+def test_char_defaults_apply_only_outside_known_phrases() -> None:
+    reader = TextReader(WordAnnotator(Lexicon.load(INCLUDE / "lexicons")))
+    assert reader.read("塞")[0] == "sài"  # alone: the written-language default
+    assert reader.read("管道堵塞")[-1] == "sè"  # pypinyin knows the phrase 堵塞
+    assert reader.read("欢迎光临重庆")[-2:] == ["chóng", "qìng"]
+    assert reader.read("第1名")[1] is None

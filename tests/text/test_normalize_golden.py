@@ -8,7 +8,7 @@ import pytest
 
 from synthesis.text.normalize import normalize_text
 from synthesis.text.normalize.english import normalize_en
-from tests.text.conftest import DATA
+from tests.text.samples import DATA
 
 RULES = ("cardinal", "date", "decimal", "digits", "fraction", "measure", "money", "percent",
          "range", "time")  # fmt: skip

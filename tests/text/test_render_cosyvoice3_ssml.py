@@ -8,7 +8,7 @@ import pytest
 from synthesis.text import Segment, TokenInventory, render_cosyvoice3, render_ssml
 from synthesis.text.paths import cosyvoice3_tokens_dir
 from synthesis.text.render.cosyvoice3 import syllable_tokens
-from tests.text.conftest import ALL_NOTICES, INCLUDE
+from tests.text.samples import ALL_NOTICES, INCLUDE
 
 TOKEN = re.compile(r"\[([^\]]+)\]")
 
@@ -84,3 +84,13 @@ def test_ssml_marks_ambiguous_spans_and_pauses(composer, context) -> None:
 def test_ssml_escapes_markup_in_text() -> None:
     ssml = render_ssml(Segment("A&B <x>", "en"))
     assert ET.fromstring(ssml).text == "A&B <x>"
+
+
+def test_only_readings_that_differ_from_the_common_one_become_tokens(composer, inventory) -> None:
+    date = Segment(
+        "二零二六年十二月三日", "cmn", ((0, 10, "èr líng èr liù nián shí èr yuè sān rì"),)
+    )
+    assert render_cosyvoice3(date, inventory) == "二零二六年十二月三日"
+    city = Segment("重庆", "cmn", composer._words.spans("重庆"))
+    assert render_cosyvoice3(city, inventory) == "重庆"
+    assert "<phoneme" not in render_ssml(city)

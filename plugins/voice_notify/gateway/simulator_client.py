@@ -11,11 +11,11 @@ timeout, a refused connection, a 5xx, a garbled answer) is a
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 from urllib.parse import quote
 
 import requests
+
 from voice_notify.gateway.base import (
     CallRequest,
     CallState,
@@ -23,22 +23,11 @@ from voice_notify.gateway.base import (
     GatewayPermanentError,
     GatewayTransientError,
 )
+from voice_notify.phone import mask_phone
 
 log = logging.getLogger(__name__)
 
-_DIGIT = re.compile(r"[0-9]")
-
-
-def mask_phone(number: str) -> str:
-    """A phone number fit for a log line: ``+8613812345678`` → ``+86*******5678``.
-
-    Only the last four digits survive, plus the leading two of a full-length
-    E.164 number (the country code, which says where a call went and not to whom).
-    Anything that is not E.164 keeps just its last four characters.
-    """
-    if re.fullmatch(r"\+[0-9]{9,15}", number):
-        return f"{number[:3]}{'*' * (len(number) - 7)}{number[-4:]}"
-    return _DIGIT.sub("*", number[:-4]) + number[-4:] if len(number) > 4 else "*" * len(number)
+__all__ = ["SimulatorGateway", "mask_phone"]
 
 
 class SimulatorGateway:

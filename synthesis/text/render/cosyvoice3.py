@@ -1,7 +1,8 @@
 """CosyVoice3 text with pronunciation inpainting: 曾 -> [z][ēng], AI -> [EY1][AY1].
 
-Only characters whose reading is ambiguous (pypinyin knows several) are replaced by
-tokens: the model reads the rest well, and plain characters keep its prosody natural.
+Only override characters whose reading differs from the common reading of the span
+(what a generic frontend would say: 曾 -> céng) are replaced by tokens; plain
+characters keep the model's prosody natural.
 Every emitted token is checked against the model's inventory; a reading that cannot be
 expressed falls back to the plain character.
 """
@@ -18,7 +19,7 @@ from pypinyin.contrib.tone_convert import to_finals_tone, to_initials
 from synthesis.text.ir import Segment
 from synthesis.text.lexicon import read_tsv
 from synthesis.text.paths import INCLUDE_DIR, cosyvoice3_tokens_dir
-from synthesis.text.pinyin import heteronyms
+from synthesis.text.pinyin import run_marked
 
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
 
@@ -94,9 +95,12 @@ def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None)
     position = 0
     for start, end, reading in segment.overrides:
         out.append(_english(text[position:start], inventory))
-        for char, syllable in zip(text[start:end], reading.split(), strict=True):
-            tokens = syllable_tokens(syllable, inventory) if len(heteronyms(char)) > 1 else None
-            out.append(tokens or char)
+        span = text[start:end]
+        common = run_marked(span)
+        for index, syllable in enumerate(reading.split()):
+            needed = index >= len(common) or common[index] != syllable
+            tokens = syllable_tokens(syllable, inventory) if needed else None
+            out.append(tokens or span[index])
         position = end
     out.append(_english(text[position:], inventory))
     return "".join(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from xml.sax.saxutils import escape, quoteattr
 
 from synthesis.text.ir import Segment
-from synthesis.text.pinyin import heteronyms, marked_to_tone3
+from synthesis.text.pinyin import marked_to_tone3, run_marked
 
 XML_LANG = {"cmn": "zh-CN", "yue": "zh-HK", "en": "en-US"}
 
@@ -13,7 +13,8 @@ XML_LANG = {"cmn": "zh-CN", "yue": "zh-HK", "en": "en-US"}
 def render_ssml(segment: Segment) -> str:
     """One ``<speak>`` document for a segment.
 
-    Override spans holding a character with several readings are wrapped in
+    Override spans whose reading differs from the common one (曾 zēng, not céng) are
+    wrapped in
     ``<phoneme alphabet="x-pinyin" ph="zeng1 xiao3 ming2">``; a pause after the segment
     becomes ``<break time="400ms"/>``.
     """
@@ -23,7 +24,7 @@ def render_ssml(segment: Segment) -> str:
     for start, end, reading in segment.overrides:
         body.append(escape(text[position:start]))
         span = text[start:end]
-        if any(len(heteronyms(char)) > 1 for char in span):
+        if run_marked(span) != tuple(reading.split()):
             ph = " ".join(marked_to_tone3(syllable) for syllable in reading.split())
             body.append(f'<phoneme alphabet="x-pinyin" ph={quoteattr(ph)}>{escape(span)}</phoneme>')
         else:

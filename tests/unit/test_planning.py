@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from synthesis.text import NoticeComposer, Segment
+from voice_notify import ledger, planning, reasons
+from voice_notify.campaigns import load_campaign_config
+from voice_notify.ledger import LedgerState
+
+INCLUDE = Path(__file__).resolve().parents[2] / "include"
+DAY = dt.date(2026, 11, 26)
+
+
+@pytest.fixture(scope="module")
+def composer() -> NoticeComposer:
+    return NoticeComposer.load(INCLUDE)
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_campaign_config(INCLUDE / "campaigns.yaml")
+
+
+def _notice(notice_id: int = 1, **overrides) -> dict:
+    notice = {
+        "notice_id": notice_id,
+        "customer_id": 100 + notice_id,
+        "notice_type": "repayment_reminder",
+        "variables": json.dumps(
+            {"amount": "3280.50", "due_date": DAY.isoformat(), "card_tail": "0427"}
+        ),
+        "due_date": DAY.isoformat(),
+        "customer_name": "曾小明",
+        "phone": "138 1234 5678",
+        "preferred_dialect": "mandarin",
+        "time_zone": "Asia/Shanghai",
+        "voice_opt_out": False,
+    }
+    notice.update(overrides)
+    return notice
+
+
+def test_an_eligible_notice_is_planned_with_speech_segments(composer, config) -> None:
+    decision = planning.decide(_notice(), composer, config)
+    assert decision.planned and decision.locale == "cmn"
+    segments = [Segment.from_dict(s) for s in decision.segments]
+    spoken = "".join(s.text for s in segments)
+    assert "曾小明" in spoken and "人工智能" in spoken
+    assert "三千二百八十元五角" in spoken
+    assert not any(ch.isdigit() for ch in spoken)
+    assert all(len(s.text) <= 200 for s in segments)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"voice_opt_out": True}, reasons.OPTED_OUT),
+        ({"phone": "138-1234-56"}, reasons.INVALID_PHONE),
+        ({"phone": None}, reasons.INVALID_PHONE),
+        ({"notice_type": "loan_offer"}, reasons.UNKNOWN_NOTICE_TYPE),
+        ({"notice_type": None}, reasons.UNKNOWN_NOTICE_TYPE),
+        ({"variables": "{not json"}, reasons.INVALID_VARIABLES_JSON),
+        (
+            {"variables": json.dumps({"due_date": "2026-11-26", "card_tail": "1"})},
+            "missing_variable",
+        ),
+        (
+            {
+                "variables": json.dumps(
+                    {"amount": "三千块", "due_date": "2026-11-26", "card_tail": "1"}
+                )
+            },
+            "invalid_variable",
+        ),
+    ],
+)
+def test_ineligible_notices_are_skipped_with_a_reason(composer, config, overrides, reason) -> None:
+    decision = planning.decide(_notice(**overrides), composer, config)
+    assert not decision.planned
+    assert decision.reason_code == reason
+
+
+def test_cantonese_and_english_customers_get_their_locale(composer, config) -> None:
+    assert planning.decide(_notice(preferred_dialect="cantonese"), composer, config).locale == "yue"
+    assert planning.decide(_notice(preferred_dialect="english"), composer, config).locale == "en"
+    assert planning.decide(_notice(preferred_dialect="sichuan"), composer, config).locale == "cmn"
+
+
+def test_the_look_ahead_window_depends_on_the_notice_type(config) -> None:
+    repayment = config.notice_types["repayment_reminder"].lookahead_days
+    inside = _notice(due_date=(DAY + dt.timedelta(days=repayment)).isoformat())
+    outside = _notice(due_date=(DAY + dt.timedelta(days=repayment + 1)).isoformat())
+    past = _notice(due_date=(DAY - dt.timedelta(days=1)).isoformat())
+    assert planning.in_window(inside, DAY, config)
+    assert not planning.in_window(outside, DAY, config)
+    assert not planning.in_window(past, DAY, config)
+    assert planning.in_window(_notice(notice_type="loan_offer", due_date="2030-01-01"), DAY, config)
+
+
+def test_a_campaign_keeps_its_own_notice_types(composer, config) -> None:
+    notices = [_notice(1), _notice(2, notice_type="pension_arrival"), _notice(3, notice_type="x")]
+    decisions = planning.decide_all(notices, DAY, ("repayment_reminder",), composer, config)
+    assert [d.notice_id for d in decisions] == [1, 3]
+
+
+def test_a_replan_keeps_decisions_and_skips_newly_ineligible_rows(
+    tmp_path, composer, config
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger.ensure_schema(engine)
+    first = [planning.decide(_notice(i), composer, config) for i in (1, 2, 3)]
+    with engine.begin() as conn:
+        waiting = planning.record_decisions(conn, first, DAY)
+        assert [r.notice_id for r in waiting] == [1, 2, 3]
+        ledger.transition(conn, waiting[0].id, LedgerState.SYNTHESIZED, audio_key="a")
+    # Notice 2's customer opted out before the re-run.
+    second = [
+        planning.decide(_notice(1), composer, config),
+        planning.decide(_notice(2, voice_opt_out=True), composer, config),
+        planning.decide(_notice(3), composer, config),
+    ]
+    with engine.begin() as conn:
+        waiting = planning.record_decisions(conn, second, DAY)
+        assert [r.notice_id for r in waiting] == [3]
+        states = {r.notice_id: (r.state, r.reason_code) for r in ledger.rows_for_date(conn, DAY)}
+    assert states == {
+        1: ("synthesized", None),
+        2: ("skipped", reasons.OPTED_OUT),
+        3: ("planned", None),
+    }
+
+
+def test_batches_are_deterministic_and_bounded(tmp_path, composer, config) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger.ensure_schema(engine)
+    decisions = [planning.decide(_notice(i), composer, config) for i in range(1, 8)]
+    with engine.begin() as conn:
+        waiting = planning.record_decisions(conn, decisions, DAY)
+    items = planning.batch_items(waiting, {d.notice_id: d for d in decisions}, DAY)
+    batches = planning.chunk(items, 3)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    again = planning.batch_items(waiting, {d.notice_id: d for d in decisions}, DAY)
+    assert [i.to_json() for i in again] == [i.to_json() for i in items]
+    assert len({i.seed for i in items}) == len(items)
+    with pytest.raises(ValueError):
+        planning.chunk(items, 0)
