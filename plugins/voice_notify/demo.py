@@ -96,7 +96,8 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
     wall = time.monotonic() - started
     print()
     print(
-        f"campaign {date_text}: DAG run {state}, {report['notices']} notices, wall time {wall:.1f} s"
+        f"campaign {date_text}: DAG run {state}, {report['notices']} notices, "
+        f"wall time {wall:.1f} s"
     )
     print(f"  calls placed by this run: {calls_now} (simulator log {calls_log})")
     for title, counts in (
@@ -110,7 +111,8 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
         "  by notice type: " + ", ".join(f"{k or '<none>'}={v}" for k, v in sorted(types.items()))
     )
     print(
-        f"  audio: {out_dir / 'audio'} ({copied['copied']} new files); report: {out_dir / 'report.json'}"
+        f"  audio: {out_dir / 'audio'} ({copied['copied']} new files); "
+        f"report: {out_dir / 'report.json'}"
     )
     return 0 if state == "success" else 1
 

@@ -71,7 +71,11 @@ contact_attempts = sa.Table(
 
 # Surnames weighted roughly by frequency, plus the polyphonic and compound ones
 # a text-to-speech engine gets wrong unless told.
-_COMMON_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+_COMMON_SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡"
+    "余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯"
+    "龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
 _POLYPHONIC_SURNAMES = ["曾", "单", "解", "仇", "查", "区", "朴", "盖", "乐", "缪", "种", "华"]
 _COMPOUND_SURNAMES = ["尉迟", "欧阳", "司马", "诸葛", "上官", "万俟", "令狐", "长孙"]
 _GIVEN_CHARS = (
@@ -132,8 +136,16 @@ def _name(rng: random.Random) -> str:
     return surname + given
 
 
+# Mobile prefixes in service on the mainland (numbering plan), so every
+# generated number is valid and only the deliberate bad rows are not.
+_MOBILE_PREFIXES = (
+    "130 131 132 133 134 135 136 137 138 139 150 151 152 153 155 156 157 158 159 "
+    "166 176 177 178 180 181 182 183 184 185 186 187 188 189 198 199"
+).split()
+
+
 def _phone(rng: random.Random) -> str:
-    number = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+    number = f"{rng.choice(_MOBILE_PREFIXES)}{rng.randrange(10**8):08d}"
     style = rng.random()
     if style < 0.15:
         return f"+86 {number[:3]} {number[3:7]} {number[7:]}"
@@ -157,7 +169,8 @@ def _variables(rng: random.Random, notice_type: str, due: dt.date) -> dict[str, 
     if notice_type == "appointment_confirmation":
         return {
             "appointment_date": due.isoformat(),
-            "appointment_time": f"{rng.choice((8, 9, 10, 14, 15, 16))}:{rng.choice((0, 15, 30, 45)):02d}",
+            "appointment_time": f"{rng.choice((8, 9, 10, 14, 15, 16))}:"
+            f"{rng.choice((0, 15, 30, 45)):02d}",
             "department": rng.choice(_DEPARTMENTS),
         }
     if notice_type == "pension_arrival":
