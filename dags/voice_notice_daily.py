@@ -11,7 +11,7 @@ from voice_notify.settings import get_settings
 DOC = """
 ### Daily voice notices
 
-**Owner:** voice-notify team. **Runs:** daily at 06:00 (Asia/Shanghai), one run
+**Owner:** voice-notify team. **Runs:** daily at 06:00 UTC (`VOICE_NOTIFY_DAILY_SCHEDULE`), one run
 per campaign date (the logical date), finished before calling hours.
 
 1. `extract` snapshots the CRM's due notices (Connection `crm_db`, SQL in
@@ -40,7 +40,7 @@ def _campaign_date() -> dt.date:
 
 @dag(
     dag_id="voice_notice_daily",
-    schedule="0 6 * * *",
+    schedule=get_settings().daily_schedule,
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,

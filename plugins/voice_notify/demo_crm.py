@@ -138,10 +138,43 @@ def _name(rng: random.Random) -> str:
 
 # Mobile prefixes in service on the mainland (numbering plan), so every
 # generated number is valid and only the deliberate bad rows are not.
-_MOBILE_PREFIXES = (
-    "130 131 132 133 134 135 136 137 138 139 150 151 152 153 155 156 157 158 159 "
-    "166 176 177 178 180 181 182 183 184 185 186 187 188 189 198 199"
-).split()
+_MOBILE_PREFIXES = [
+    "130",
+    "131",
+    "132",
+    "133",
+    "134",
+    "135",
+    "136",
+    "137",
+    "138",
+    "139",
+    "150",
+    "151",
+    "152",
+    "153",
+    "155",
+    "156",
+    "157",
+    "158",
+    "159",
+    "166",
+    "176",
+    "177",
+    "178",
+    "180",
+    "181",
+    "182",
+    "183",
+    "184",
+    "185",
+    "186",
+    "187",
+    "188",
+    "189",
+    "198",
+    "199",
+]
 
 
 def _phone(rng: random.Random) -> str:

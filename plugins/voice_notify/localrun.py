@@ -149,6 +149,8 @@ def airflow_environment(
     env = {
         **os.environ,
         "PYTHONPATH": pythonpath,
+        # `airflow standalone` starts its components as `airflow ...` from PATH.
+        "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),

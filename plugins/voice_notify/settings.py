@@ -33,6 +33,7 @@ class Settings:
     poll_interval_s: float
     call_timeout_s: float
     calls_per_second: float
+    daily_schedule: str | None
     task_retries: int
     retry_delay_s: float
 
@@ -65,6 +66,10 @@ def get_settings() -> Settings:
         poll_interval_s=float(env("VOICE_NOTIFY_POLL_INTERVAL_S", "0.2")),
         call_timeout_s=float(env("VOICE_NOTIFY_CALL_TIMEOUT_S", "120")),
         calls_per_second=float(env("VOICE_NOTIFY_CALLS_PER_SECOND", "20")),
+        # When the daily campaign runs (cron); "none" leaves it to triggers only.
+        daily_schedule=None
+        if env("VOICE_NOTIFY_DAILY_SCHEDULE", "0 6 * * *").lower() in ("", "none")
+        else env("VOICE_NOTIFY_DAILY_SCHEDULE", "0 6 * * *"),
         # Airflow retries of every task; the demo and tests shorten the delay.
         task_retries=int(env("VOICE_NOTIFY_TASK_RETRIES", "2")),
         retry_delay_s=float(env("VOICE_NOTIFY_RETRY_DELAY_S", "120")),

@@ -40,8 +40,7 @@ def _expected_notices(engine: sa.Engine) -> set[int]:
     return {
         r["id"]
         for r in rows
-        if planning.in_window({**r, "notice_id": r["id"]}, DAY, config)
-        and r["due_date"] >= DAY
+        if planning.in_window({**r, "notice_id": r["id"]}, DAY, config) and r["due_date"] >= DAY
     }
 
 
@@ -74,8 +73,13 @@ def test_daily_campaign_end_to_end(backend, tmp_path, campaign_env, simulator, s
             assert crm.status in ("delivered", "undelivered", "skipped")
             assert crm.status_reason in (row.reason_code, row.outcome)
         reasons = Counter(r.reason_code for r in rows if r.reason_code)
-        for code in ("invalid_phone", "missing_variable", "unknown_notice_type",
-                     "invalid_variable", "opted_out"):
+        for code in (
+            "invalid_phone",
+            "missing_variable",
+            "unknown_notice_type",
+            "invalid_variable",
+            "opted_out",
+        ):
             assert reasons[code] >= 1, (code, reasons)
         assert reasons["variable_too_long"] + reasons["text_too_long"] >= 1
 
@@ -88,8 +92,11 @@ def test_daily_campaign_end_to_end(backend, tmp_path, campaign_env, simulator, s
 
         # Every audio file is 8 kHz μ-law WAV that decodes and is not silent.
         client = boto3.client(
-            "s3", endpoint_url=s3_endpoint.url, aws_access_key_id="testing",
-            aws_secret_access_key="testing", region_name="us-east-1",
+            "s3",
+            endpoint_url=s3_endpoint.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
         )
         bucket = env["VOICE_NOTIFY_BUCKET"]
         audio_keys = {r.audio_key for r in rows if r.audio_key}
