@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := espeak-ng sox
 
-.PHONY: demo test lint system-deps install clean-demo
+.PHONY: demo test lint system-deps install clean-demo eval-text bench-text
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -37,3 +37,11 @@ lint: install
 
 clean-demo:
 	rm -rf .demo
+
+# Text frontend evaluation on ../shared/eval (override with VOICE_NOTIFY_EVAL_DIR)
+# and the 100,000-notice throughput benchmark; both print their figures.
+eval-text: install
+	$(PY) -m synthesis.text.eval
+
+bench-text: install
+	$(PY) -m synthesis.text.bench
