@@ -277,16 +277,23 @@ def _resume_dialing(
         return
     # The gateway never accepted it: sending with the same key is safe. The
     # dial-time checks apply again, since time has passed.
-    if contact is None or contact.status != "due" or contact.voice_opt_out:
+    reason = _abandon_reason(contact)
+    if reason is not None:
         with ledger_engine.begin() as conn:
-            ledger.transition(
-                conn,
-                row.id,
-                LedgerState.FAILED,
-                reason_code=reasons.OPTED_OUT_BEFORE_DIAL
-                if contact is not None and contact.voice_opt_out
-                else reasons.NOTICE_NO_LONGER_DUE,
-            )
-        counts.skip("dialing_abandoned")
+            ledger.transition(conn, row.id, LedgerState.FAILED, reason_code=reason)
+        counts.skip(reason)
         return
     _place(ledger_engine, row, to_e164(contact.phone), key, ctx, counts)
+
+
+def _abandon_reason(contact: Any) -> str | None:
+    """Why a call the gateway never accepted must not be sent after all, if it must not."""
+    if contact is None or contact.status != "due":
+        return reasons.NOTICE_NO_LONGER_DUE
+    if contact.voice_opt_out:
+        return reasons.OPTED_OUT_BEFORE_DIAL
+    try:
+        to_e164(contact.phone)
+    except InvalidPhoneNumber:
+        return reasons.INVALID_PHONE
+    return None

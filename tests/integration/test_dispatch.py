@@ -218,3 +218,22 @@ def test_outcome_names() -> None:
     assert reconcile.outcome_of(status(CallState.COMPLETED), "1", "9") == "completed"
     assert reconcile.outcome_of(status(CallState.BUSY), "1", "9") == "busy"
     assert reconcile.outcome_of(status(CallState.NO_ANSWER), "1", "9") == "no_answer"
+
+
+def test_a_stuck_call_the_gateway_never_saw_is_rechecked_before_resending(
+    db_engine, simulator, audio_url
+):
+    from voice_notify.localrun import free_port
+
+    _crm(db_engine)
+    down = SimulatorGateway(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
+    rows = _synthesized(db_engine, [1, 2])
+    assert dispatch.dial_rows(db_engine, db_engine, rows, _ctx(down, audio_url)).transient == 2
+    with db_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE customers SET voice_opt_out = TRUE WHERE id = 1"))
+        stuck = ledger.rows_for_date(conn, DAY)
+    gateway = SimulatorGateway(simulator.url)
+    counts = dispatch.dial_rows(db_engine, db_engine, stuck, _ctx(gateway, audio_url))
+    assert counts.dialed == 1 and counts.reasons == {reasons.OPTED_OUT_BEFORE_DIAL: 1}
+    assert [c["metadata"]["notice_id"] for c in _calls(simulator)] == ["2"]
+    assert _calls(simulator)[0]["idempotency_key"] == dispatch.idempotency_key(2, DAY, 1)
