@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := espeak-ng sox baresip-core
 
-.PHONY: demo test lint system-deps install clean-demo eval-text bench-text
+# Passed through to the demo: GATEWAY_FAULTS (simulator fault mix, see README).
+export GATEWAY_FAULTS
+
+.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-writeback
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -45,3 +48,7 @@ eval-text: install
 
 bench-text: install
 	$(PY) -m synthesis.text.bench
+
+# CRM write-back of 100,000 outcomes into PostgreSQL, bulk vs row by row.
+bench-writeback: install
+	$(PY) -m voice_notify.bench_writeback

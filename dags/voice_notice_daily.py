@@ -6,6 +6,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from voice_notify.sensors import CallOutcomesSensor
 from voice_notify.settings import get_settings
 
 DOC = """
@@ -21,9 +22,13 @@ per campaign date (the logical date), finished before calling hours.
    writes batch manifests.
 3. `synthesize` runs once per batch in pool `cosyvoice_gpu`.
 4. `dial` records a batch's synthesis results and places its calls through the
-   `voice_gateway` Connection, re-checking opt-out and calling hours.
-5. `reconcile` settles call outcomes and writes them back to the CRM;
-   `report` stores the campaign report.
+   `voice_gateway` Connection, re-checking opt-out, do-not-call, calling hours
+   and caps.
+5. `wait_for_calls` (deferrable) waits until the calls have ended, from the
+   gateway's callbacks or by polling it.
+6. `reconcile` settles outcomes, schedules redials (dialled later by
+   `voice_notice_reconcile`) and writes back to the CRM; `report` stores the
+   campaign report.
 
 **Re-running** a task, one mapped batch, a whole date or a backfill is safe:
 the ledger holds one row per notice and date, and a notice is dialled only by
@@ -89,6 +94,14 @@ def voice_notice_daily():
             params["dry_run"],
         )
 
+    wait_for_calls = CallOutcomesSensor(
+        task_id="wait_for_calls",
+        campaign_dates="{{ ds }}",
+        max_wait_s=get_settings().call_timeout_s,
+        poll_interval_s=get_settings().poll_interval_s,
+        trigger_rule="none_failed",
+    )
+
     @task(trigger_rule="none_failed")
     def reconcile() -> dict:
         from voice_notify import pipeline
@@ -96,14 +109,14 @@ def voice_notice_daily():
         return pipeline.reconcile(_campaign_date())
 
     @task(trigger_rule="none_failed")
-    def report(params=None) -> dict:
+    def report() -> dict:
         from voice_notify import pipeline
 
-        return pipeline.report(_campaign_date(), params["campaign"], params["dry_run"])
+        return pipeline.report(_campaign_date())
 
     batches = plan(extract())
     dialed = dial.expand(synthesized=synthesize.expand(batch_key=batches))
-    dialed >> reconcile() >> report()
+    dialed >> wait_for_calls >> reconcile() >> report()
 
 
 voice_notice_daily()

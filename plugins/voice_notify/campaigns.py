@@ -1,18 +1,110 @@
-"""Campaign configuration (``include/campaigns.yaml``), validated once on load."""
+"""Campaign configuration (``include/campaigns.yaml`` or ``VOICE_NOTIFY_CAMPAIGNS_FILE``),
+validated once on load: notice types, calling hours, caps and redial policy.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 
+def _time(text: str) -> dt.time | None:
+    """``HH:MM``; ``24:00`` is the end of the day (None)."""
+    return None if text == "24:00" else dt.time.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class CallingHours:
+    """The daily window, in the customer's time zone, in which calls may start.
+
+    :param quiet: a break inside the window (e.g. 12:00-14:00) with no calls
+    """
+
+    start: dt.time
+    end: dt.time | None  # None: until midnight ("24:00")
+    quiet: tuple[dt.time, dt.time] | None = None
+
+    def __post_init__(self) -> None:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("calling_hours: end must be after start")
+        if self.quiet is not None and not self.quiet[0] < self.quiet[1]:
+            raise ValueError("calling_hours: quiet must be a start-end pair")
+
+    def allows(self, local_time: dt.time) -> bool:
+        if local_time < self.start or (self.end is not None and local_time >= self.end):
+            return False
+        return not (self.quiet and self.quiet[0] <= local_time < self.quiet[1])
+
+    def next_start(self, local: dt.datetime) -> dt.datetime:
+        """The first moment at or after ``local`` (aware) at which a call may start."""
+        candidate = local
+        for _ in range(4):  # today's window, after the quiet break, or tomorrow's
+            if self.allows(candidate.time()):
+                return candidate
+            if self.quiet and self.quiet[0] <= candidate.time() < self.quiet[1]:
+                candidate = candidate.replace(
+                    hour=self.quiet[1].hour, minute=self.quiet[1].minute, second=0, microsecond=0
+                )
+            elif candidate.time() < self.start:
+                candidate = candidate.replace(
+                    hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0
+                )
+            else:
+                tomorrow = candidate + dt.timedelta(days=1)
+                candidate = tomorrow.replace(
+                    hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0
+                )
+        return candidate
+
+
+@dataclass(frozen=True)
+class Caps:
+    """How many call attempts a customer may get in rolling windows (None: no limit)."""
+
+    per_minute: int | None = None
+    per_hour: int | None = None
+    per_day: int | None = None
+    per_week: int | None = None
+
+    def windows(self) -> list[tuple[dt.timedelta, int]]:
+        spans = {
+            "per_minute": dt.timedelta(minutes=1),
+            "per_hour": dt.timedelta(hours=1),
+            "per_day": dt.timedelta(days=1),
+            "per_week": dt.timedelta(days=7),
+        }
+        return [
+            (span, getattr(self, name))
+            for name, span in spans.items()
+            if getattr(self, name) is not None
+        ]
+
+
+@dataclass(frozen=True)
+class RedialPolicy:
+    """Which unanswered outcomes are tried again, how soon, and how often in all.
+
+    :param after_minutes: wait at least this long after the failed attempt
+    :param max_attempts: attempts in all, the first one included
+    """
+
+    on: frozenset[str] = frozenset()
+    after_minutes: int = 120
+    max_attempts: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.after_minutes < 0:
+            raise ValueError("redial: max_attempts >= 1 and after_minutes >= 0")
+
+
 @dataclass(frozen=True)
 class NoticeTypeConfig:
-    """Who calls for a notice type, and how early.
+    """Who calls for a notice type, how early, under which extra caps and redials.
 
     :param lookahead_days: customers are called this many days before the due date at most
     """
@@ -21,6 +113,8 @@ class NoticeTypeConfig:
     organization: str
     service_phone: str
     lookahead_days: int
+    caps: Caps = field(default_factory=Caps)
+    redial: RedialPolicy = field(default_factory=RedialPolicy)
 
     def __post_init__(self) -> None:
         if not 0 <= self.lookahead_days <= 60:
@@ -28,21 +122,11 @@ class NoticeTypeConfig:
 
 
 @dataclass(frozen=True)
-class CallingHours:
-    """The daily window, in the customer's time zone, in which calls may start."""
-
-    start: dt.time
-    end: dt.time | None  # None: until midnight ("24:00")
-
-    def allows(self, local_time: dt.time) -> bool:
-        return local_time >= self.start and (self.end is None or local_time < self.end)
-
-
-@dataclass(frozen=True)
 class CampaignConfig:
     confirm_key: str
     optout_key: str
     calling_hours: CallingHours
+    caps: Caps
     campaigns: dict[str, tuple[str, ...]]
     notice_types: dict[str, NoticeTypeConfig]
 
@@ -68,23 +152,40 @@ class CampaignConfig:
         return max(t.lookahead_days for t in self.notice_types.values())
 
 
-def _parse_time(text: str) -> dt.time | None:
-    if text == "24:00":
-        return None
-    return dt.time.fromisoformat(text)
+def _caps(raw: dict[str, Any] | None) -> Caps:
+    raw = raw or {}
+    unknown = set(raw) - {"per_minute", "per_hour", "per_day", "per_week"}
+    if unknown:
+        raise ValueError(f"unknown caps {sorted(unknown)}")
+    return Caps(**{k: int(v) for k, v in raw.items()})
+
+
+def _redial(raw: dict[str, Any] | None) -> RedialPolicy:
+    raw = raw or {}
+    return RedialPolicy(
+        on=frozenset(raw.get("on", ())),
+        after_minutes=int(raw.get("after_minutes", 120)),
+        max_attempts=int(raw.get("max_attempts", 1)),
+    )
 
 
 @cache
 def load_campaign_config(path: Path) -> CampaignConfig:
-    """Read and validate the campaign file."""
+    """Read and validate a campaign file."""
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    start = _parse_time(raw["calling_hours"]["start"])
+    hours = raw["calling_hours"]
+    quiet = hours.get("quiet")
     return CampaignConfig(
         confirm_key=str(raw["caller"]["confirm_key"]),
         optout_key=str(raw["caller"]["optout_key"]),
         calling_hours=CallingHours(
-            start=start or dt.time(0), end=_parse_time(raw["calling_hours"]["end"])
+            start=_time(hours["start"]) or dt.time(0),
+            end=_time(hours["end"]),
+            quiet=(dt.time.fromisoformat(quiet[0]), dt.time.fromisoformat(quiet[1]))
+            if quiet
+            else None,
         ),
+        caps=_caps(raw.get("caps")),
         campaigns={name: tuple(types) for name, types in raw["campaigns"].items()},
         notice_types={
             name: NoticeTypeConfig(
@@ -92,6 +193,8 @@ def load_campaign_config(path: Path) -> CampaignConfig:
                 organization=str(cfg["organization"]),
                 service_phone=str(cfg["service_phone"]),
                 lookahead_days=int(cfg["lookahead_days"]),
+                caps=_caps(cfg.get("caps")),
+                redial=_redial(cfg.get("redial")),
             )
             for name, cfg in raw["notice_types"].items()
         },

@@ -67,6 +67,15 @@ def make_engine(url: sa.URL | str) -> sa.Engine:
     if url.get_backend_name() == "sqlite":
         # Airflow tasks of one run may touch the demo CRM from several processes.
         return sa.create_engine(url, connect_args={"timeout": 30})
+    if url.get_backend_name() == "postgresql":
+        # Bulk write-back: batch executemany for UPDATEs too (psycopg2's
+        # execute_batch), not only INSERTs; one round trip per page of rows.
+        return sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            executemany_mode="values_plus_batch",
+            executemany_batch_page_size=1000,
+        )
     return sa.create_engine(url, pool_pre_ping=True)
 
 

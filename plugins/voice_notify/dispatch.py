@@ -2,10 +2,13 @@
 
 Exactly-once rests on three rules:
 1. a notice is dialled only by the ledger row that holds its dial claim;
-2. the row enters ``dialing`` with its idempotency key in a committed
-   transaction before the gateway hears of the call;
+2. the row enters ``dialing`` with its idempotency key, and the attempt is
+   recorded in ``call_attempts``, in a committed transaction before the
+   gateway hears of the call;
 3. a row found in ``dialing`` (an earlier attempt died or timed out) is looked
    up at the gateway by that key before anything is sent again.
+Before each call the compliance gate runs again: opt-out, do-not-call,
+calling hours in the customer's zone and the per-customer caps.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from synthesis.manifest import ResultItem
-from voice_notify import ledger, reasons
-from voice_notify.campaigns import CallingHours
+from voice_notify import compliance, ledger, reasons
+from voice_notify.campaigns import CampaignConfig
 from voice_notify.db import load_sql
 from voice_notify.gateway.base import (
     CallRequest,
@@ -36,10 +38,17 @@ from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
 
 log = logging.getLogger(__name__)
 
+# How far back the caps look (the longest cap window is a week).
+_CAP_HISTORY = dt.timedelta(days=7)
+
 
 def idempotency_key(notice_id: int, campaign_date: dt.date, attempt: int) -> str:
     """The gateway idempotency key of one call attempt."""
     return f"vn-{notice_id}-{campaign_date.isoformat()}-{attempt}"
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -48,14 +57,29 @@ class DialCounts:
     synthesis_failed: int = 0
     dialed: int = 0
     skipped: int = 0
-    waiting: int = 0  # outside calling hours: left for the next window
+    waiting: int = 0  # outside calling hours, over a cap, or a redial not yet due
     rejected: int = 0
     transient: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
+    def note(self, reason: str) -> None:
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
     def skip(self, reason: str) -> None:
         self.skipped += 1
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        self.note(reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "synthesized": self.synthesized,
+            "synthesis_failed": self.synthesis_failed,
+            "dialed": self.dialed,
+            "skipped": self.skipped,
+            "waiting": self.waiting,
+            "rejected": self.rejected,
+            "transient": self.transient,
+            "reasons": dict(sorted(self.reasons.items())),
+        }
 
 
 def record_synthesis(
@@ -74,6 +98,7 @@ def record_synthesis(
                 conn,
                 row.id,
                 LedgerState.SYNTHESIZED,
+                from_states=[LedgerState.PLANNED],
                 audio_key=result.audio_key,
                 engine=result.engine,
                 seed=result.seed,
@@ -106,21 +131,19 @@ class RateLimiter:
 
 @dataclass(frozen=True)
 class DialContext:
-    campaign_date: dt.date
+    """What the dial step needs besides the rows.
+
+    :param now: an aware UTC clock; calling hours and caps are real time
+    :param status_callback_url: where the gateway posts events (None: reconcile polls)
+    """
+
     gateway: VoiceGateway
     audio_url: Callable[[str], str]
-    calling_hours: CallingHours
-    now: Callable[[], dt.datetime]  # aware UTC clock; calling hours are real time
+    config: CampaignConfig
+    now: Callable[[], dt.datetime]
     rate_limiter: RateLimiter
     ring_timeout_s: int = 30
-
-
-def _local_time(now_utc: dt.datetime, time_zone: str | None) -> dt.time:
-    try:
-        zone = zoneinfo.ZoneInfo(time_zone or "Asia/Shanghai")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        zone = zoneinfo.ZoneInfo("Asia/Shanghai")
-    return now_utc.astimezone(zone).time()
+    status_callback_url: str | None = None
 
 
 def _contacts(conn: sa.Connection, notice_ids: Sequence[int]) -> dict[int, Any]:
@@ -132,168 +155,239 @@ def _contacts(conn: sa.Connection, notice_ids: Sequence[int]) -> dict[int, Any]:
     return {row.notice_id: row for row in conn.execute(stmt, {"notice_ids": list(notice_ids)})}
 
 
-def _mark_dialed(ledger_engine: sa.Engine, row_id: int, status: CallStatus, when: dt.datetime):
-    with ledger_engine.begin() as conn:
-        ledger.transition(
-            conn,
-            row_id,
-            LedgerState.DIALED,
-            call_id=status.call_id,
-            dialed_at=when.replace(tzinfo=None),
+class _Dialer:
+    """Dials one set of ledger rows (a batch, or a reconcile pass's redials)."""
+
+    def __init__(self, ledger_engine: sa.Engine, ctx: DialContext) -> None:
+        self.engine = ledger_engine
+        self.ctx = ctx
+        self.counts = DialCounts()
+        self.history: dict[int, list[tuple[dt.datetime, str | None]]] = {}
+        self.blocked: set[str] = set()
+        self.claimed_elsewhere: set[int] = set()
+
+    def run(self, rows: Sequence[sa.Row], contacts: Mapping[int, Any]) -> DialCounts:
+        now = self.ctx.now()
+        numbers = {}
+        for row in rows:
+            contact = contacts.get(row.notice_id)
+            try:
+                numbers[row.notice_id] = to_e164(contact.phone) if contact else None
+            except InvalidPhoneNumber:
+                numbers[row.notice_id] = None
+        with self.engine.connect() as conn:
+            self.history = compliance.recent_attempts(
+                conn, [r.customer_id for r in rows], _naive_utc(now - _CAP_HISTORY)
+            )
+            self.blocked = compliance.do_not_call_numbers(conn, filter(None, numbers.values()))
+            self.claimed_elsewhere = ledger.notices_claimed_by_others(
+                conn, {r.notice_id: r.id for r in rows}
+            )
+        for row in rows:
+            contact, number = contacts.get(row.notice_id), numbers.get(row.notice_id)
+            if row.state == LedgerState.DIALING:
+                self._resume(row, contact, number)
+            elif row.state == LedgerState.SYNTHESIZED:
+                self._dial(row, contact, number)
+        return self.counts
+
+    def _gate(self, row: sa.Row, contact: Any, number: str | None) -> compliance.Verdict:
+        """The dial-time compliance gate for one row."""
+        if row.notice_id in self.claimed_elsewhere:
+            return compliance.skip(reasons.ALREADY_CONTACTED)
+        if contact is None or contact.status != "due":
+            return compliance.skip(reasons.NOTICE_NO_LONGER_DUE)
+        if contact.voice_opt_out:
+            return compliance.skip(reasons.OPTED_OUT_BEFORE_DIAL)
+        if number is None:
+            return compliance.skip(reasons.INVALID_PHONE)
+        if number in self.blocked:
+            return compliance.skip(reasons.ON_DO_NOT_CALL)
+        now = self.ctx.now()
+        zone = compliance.customer_zone(contact.time_zone, number)
+        verdict = compliance.hours_verdict(self.ctx.config.calling_hours, now, zone)
+        if not verdict.allowed:
+            return verdict
+        type_config = self.ctx.config.notice_types.get(row.notice_type)
+        return compliance.caps_verdict(
+            self.ctx.config.caps,
+            type_config.caps if type_config else compliance.Caps(),
+            self.history.get(row.customer_id, []),
+            row.notice_type,
+            now,
         )
+
+    def _dial(self, row: sa.Row, contact: Any, number: str | None) -> None:
+        now = self.ctx.now()
+        if row.next_attempt_at is not None and row.next_attempt_at > _naive_utc(now):
+            self.counts.waiting += 1
+            self.counts.note("redial_not_due")
+            return
+        verdict = self._gate(row, contact, number)
+        if verdict.kind == "skip":
+            self._end(row, LedgerState.SKIPPED, verdict.reason)
+            return
+        if verdict.kind == "wait":
+            with self.engine.begin() as conn:
+                ledger.update_in_state(
+                    conn, row.id, LedgerState.SYNTHESIZED, next_attempt_at=verdict.until
+                )
+            self.counts.waiting += 1
+            self.counts.note(verdict.reason)
+            log.info("notice %s: waits until %s (%s)", row.notice_id, verdict.until, verdict.reason)
+            return
+        key = idempotency_key(row.notice_id, row.campaign_date, row.attempt)
+        started = _naive_utc(now)
+        with self.engine.begin() as conn:
+            if not ledger.claim_notice(conn, row.notice_id, row.id, row.campaign_date):
+                ledger.transition(
+                    conn, row.id, LedgerState.SKIPPED, reason_code=reasons.ALREADY_CONTACTED
+                )
+                self.counts.skip(reasons.ALREADY_CONTACTED)
+                return
+            if not ledger.transition(
+                conn,
+                row.id,
+                LedgerState.DIALING,
+                from_states=[LedgerState.SYNTHESIZED],
+                idempotency_key=key,
+                dialing_started_at=started,
+                call_id=None,
+            ):
+                return  # another worker moved it first; it is theirs
+            conn.execute(
+                ledger.call_attempts.insert(),
+                {
+                    "ledger_id": row.id,
+                    "notice_id": row.notice_id,
+                    "customer_id": row.customer_id,
+                    "campaign_date": row.campaign_date,
+                    "attempt": row.attempt,
+                    "idempotency_key": key,
+                    "gateway": self.ctx.gateway.name,
+                    "audio_key": row.audio_key,
+                    "dialing_started_at": started,
+                },
+            )
+        self.history.setdefault(row.customer_id, []).append((started, row.notice_type))
+        self._place(row, number, key)
+
+    def _place(self, row: sa.Row, number: str, key: str) -> None:
+        request = CallRequest(
+            to=number,
+            idempotency_key=key,
+            audio_url=self.ctx.audio_url(row.audio_key),
+            ring_timeout_s=self.ctx.ring_timeout_s,
+            metadata={"notice_id": str(row.notice_id), "ledger_id": str(row.id)},
+            status_callback_url=self.ctx.status_callback_url,
+        )
+        self.ctx.rate_limiter.wait()
+        try:
+            status = self.ctx.gateway.place_call(request)
+        except GatewayPermanentError as exc:
+            self._end(row, LedgerState.FAILED, reasons.GATEWAY_REJECTED, outcome="rejected")
+            self.counts.rejected += 1
+            log.warning(
+                "notice %s to %s: gateway rejected: %s", row.notice_id, mask_phone(number), exc
+            )
+            return
+        except GatewayTransientError as exc:
+            status = self._lookup(key, number, row, exc)
+            if status is None:
+                self.counts.transient += 1
+                return
+        self._mark_dialed(row, status)
+        log.info(
+            "notice %s to %s: call %s placed", row.notice_id, mask_phone(number), status.call_id
+        )
+
+    def _lookup(self, key: str, number: str, row: sa.Row, exc: Exception) -> CallStatus | None:
+        """After an ambiguous failure, ask the gateway whether the call exists."""
+        since = row.dialing_started_at or _naive_utc(self.ctx.now())
+        try:
+            found = self.ctx.gateway.find_call(key, to=number, since=since.replace(tzinfo=dt.UTC))
+        except GatewayTransientError:
+            found = None
+        if found is None:
+            log.warning(
+                "call %s: gateway failed (%s) and holds no call; left for a retry", key, exc
+            )
+        return found
+
+    def _mark_dialed(self, row: sa.Row, status: CallStatus) -> None:
+        when = _naive_utc(self.ctx.now())
+        with self.engine.begin() as conn:
+            ledger.transition(
+                conn,
+                row.id,
+                LedgerState.DIALED,
+                from_states=[LedgerState.DIALING],
+                call_id=status.call_id,
+                dialed_at=when,
+            )
+            conn.execute(
+                ledger.call_attempts.update()
+                .where(
+                    ledger.call_attempts.c.ledger_id == row.id,
+                    ledger.call_attempts.c.attempt == row.attempt,
+                )
+                .values(call_id=status.call_id, dialed_at=when)
+            )
+        self.counts.dialed += 1
+
+    def _end(
+        self, row: sa.Row, state: LedgerState, reason: str, outcome: str | None = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            ledger.transition(conn, row.id, state, reason_code=reason, outcome=outcome)
+            if outcome is not None:
+                conn.execute(
+                    ledger.call_attempts.update()
+                    .where(
+                        ledger.call_attempts.c.ledger_id == row.id,
+                        ledger.call_attempts.c.attempt == row.attempt,
+                    )
+                    .values(outcome=outcome, ended_at=_naive_utc(self.ctx.now()))
+                )
+        self.counts.skip(reason)
+        log.info("notice %s: %s at dial reason=%s", row.notice_id, state.value, reason)
+
+    def _resume(self, row: sa.Row, contact: Any, number: str | None) -> None:
+        """A row an earlier attempt left in ``dialing``: look up before any resend."""
+        key = row.idempotency_key
+        since = (row.dialing_started_at or _naive_utc(self.ctx.now())).replace(tzinfo=dt.UTC)
+        try:
+            found = self.ctx.gateway.find_call(key, to=number, since=since)
+        except GatewayTransientError as exc:
+            log.warning("call %s: lookup failed (%s); left for a retry", key, exc)
+            self.counts.transient += 1
+            return
+        if found is not None:
+            self._mark_dialed(row, found)
+            return
+        # The gateway never accepted it: sending with the same key is safe, if
+        # the customer may still be called (time has passed).
+        verdict = self._gate(row, contact, number)
+        if verdict.kind == "skip":
+            self._end(row, LedgerState.FAILED, verdict.reason, outcome="not_sent")
+            return
+        if verdict.kind == "wait":
+            self.counts.waiting += 1
+            self.counts.note(verdict.reason)
+            return
+        self._place(row, number, key)
 
 
 def dial_rows(
     ledger_engine: sa.Engine, crm_engine: sa.Engine, rows: Sequence[sa.Row], ctx: DialContext
 ) -> DialCounts:
-    """Dial every synthesized (or stuck ``dialing``) row of one batch.
+    """Dial every synthesized row that is due (and resolve rows stuck in ``dialing``).
 
-    Transient gateway failures are counted, and the row stays in ``dialing``;
-    the caller raises afterwards so Airflow retries, and the retry looks the
+    Transient gateway failures are counted and the row stays in ``dialing``;
+    the caller raises afterwards so Airflow retries, and the retry looks each
     call up before sending anything.
     """
-    counts = DialCounts()
     candidates = [r for r in rows if r.state in (LedgerState.SYNTHESIZED, LedgerState.DIALING)]
     with crm_engine.connect() as crm:
         contacts = _contacts(crm, [r.notice_id for r in candidates])
-    for row in candidates:
-        if row.state == LedgerState.DIALING:
-            _resume_dialing(ledger_engine, row, contacts.get(row.notice_id), ctx, counts)
-            continue
-        _dial_one(ledger_engine, row, contacts.get(row.notice_id), ctx, counts)
-    return counts
-
-
-def _skip(ledger_engine: sa.Engine, row: sa.Row, reason: str, counts: DialCounts) -> None:
-    with ledger_engine.begin() as conn:
-        ledger.transition(conn, row.id, LedgerState.SKIPPED, reason_code=reason)
-    counts.skip(reason)
-    log.info("notice %s: skipped at dial reason=%s", row.notice_id, reason)
-
-
-def _dial_one(
-    ledger_engine: sa.Engine, row: sa.Row, contact: Any, ctx: DialContext, counts: DialCounts
-) -> None:
-    if contact is None or contact.status != "due":
-        _skip(ledger_engine, row, reasons.NOTICE_NO_LONGER_DUE, counts)
-        return
-    if contact.voice_opt_out:
-        _skip(ledger_engine, row, reasons.OPTED_OUT_BEFORE_DIAL, counts)
-        return
-    try:
-        number = to_e164(contact.phone)
-    except InvalidPhoneNumber:
-        _skip(ledger_engine, row, reasons.INVALID_PHONE, counts)
-        return
-    now = ctx.now()
-    if not ctx.calling_hours.allows(_local_time(now, contact.time_zone)):
-        counts.waiting += 1
-        log.info("notice %s: outside calling hours, waits for the next window", row.notice_id)
-        return
-    key = idempotency_key(row.notice_id, ctx.campaign_date, row.attempt)
-    with ledger_engine.begin() as conn:
-        if not ledger.claim_notice(conn, row.notice_id, row.id, ctx.campaign_date):
-            ledger.transition(
-                conn, row.id, LedgerState.SKIPPED, reason_code=reasons.ALREADY_CONTACTED
-            )
-            counts.skip(reasons.ALREADY_CONTACTED)
-            return
-        if not ledger.transition(
-            conn,
-            row.id,
-            LedgerState.DIALING,
-            from_states=[LedgerState.SYNTHESIZED],
-            idempotency_key=key,
-        ):
-            return  # another worker moved it first; it is theirs
-    _place(ledger_engine, row, number, key, ctx, counts)
-
-
-def _place(
-    ledger_engine: sa.Engine,
-    row: sa.Row,
-    number: str,
-    key: str,
-    ctx: DialContext,
-    counts: DialCounts,
-) -> None:
-    request = CallRequest(
-        to=number,
-        idempotency_key=key,
-        audio_url=ctx.audio_url(row.audio_key),
-        ring_timeout_s=ctx.ring_timeout_s,
-        metadata={"notice_id": str(row.notice_id), "ledger_id": str(row.id)},
-    )
-    ctx.rate_limiter.wait()
-    try:
-        status = ctx.gateway.place_call(request)
-    except GatewayPermanentError as exc:
-        with ledger_engine.begin() as conn:
-            ledger.transition(
-                conn,
-                row.id,
-                LedgerState.FAILED,
-                reason_code=reasons.GATEWAY_REJECTED,
-                outcome=str(exc)[:32],
-            )
-        counts.rejected += 1
-        log.warning("notice %s to %s: gateway rejected: %s", row.notice_id, mask_phone(number), exc)
-        return
-    except GatewayTransientError as exc:
-        status = _lookup_after_failure(ctx.gateway, key, exc)
-        if status is None:
-            counts.transient += 1
-            return
-    _mark_dialed(ledger_engine, row.id, status, ctx.now())
-    counts.dialed += 1
-    log.info("notice %s to %s: call %s placed", row.notice_id, mask_phone(number), status.call_id)
-
-
-def _lookup_after_failure(gateway: VoiceGateway, key: str, exc: Exception) -> CallStatus | None:
-    """After an ambiguous failure, ask the gateway whether the call exists."""
-    try:
-        found = gateway.find_call(key)
-    except GatewayTransientError:
-        found = None
-    if found is None:
-        log.warning("call %s: gateway failed (%s) and holds no call; left for a retry", key, exc)
-    return found
-
-
-def _resume_dialing(
-    ledger_engine: sa.Engine, row: sa.Row, contact: Any, ctx: DialContext, counts: DialCounts
-) -> None:
-    """A row an earlier attempt left in ``dialing``: look up before any resend."""
-    key = row.idempotency_key
-    try:
-        found = ctx.gateway.find_call(key)
-    except GatewayTransientError as exc:
-        log.warning("call %s: lookup failed (%s); left for a retry", key, exc)
-        counts.transient += 1
-        return
-    if found is not None:
-        _mark_dialed(ledger_engine, row.id, found, ctx.now())
-        counts.dialed += 1
-        return
-    # The gateway never accepted it: sending with the same key is safe. The
-    # dial-time checks apply again, since time has passed.
-    reason = _abandon_reason(contact)
-    if reason is not None:
-        with ledger_engine.begin() as conn:
-            ledger.transition(conn, row.id, LedgerState.FAILED, reason_code=reason)
-        counts.skip(reason)
-        return
-    _place(ledger_engine, row, to_e164(contact.phone), key, ctx, counts)
-
-
-def _abandon_reason(contact: Any) -> str | None:
-    """Why a call the gateway never accepted must not be sent after all, if it must not."""
-    if contact is None or contact.status != "due":
-        return reasons.NOTICE_NO_LONGER_DUE
-    if contact.voice_opt_out:
-        return reasons.OPTED_OUT_BEFORE_DIAL
-    try:
-        to_e164(contact.phone)
-    except InvalidPhoneNumber:
-        return reasons.INVALID_PHONE
-    return None
+    return _Dialer(ledger_engine, ctx).run(candidates, contacts)

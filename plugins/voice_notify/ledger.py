@@ -40,7 +40,8 @@ TERMINAL_STATES = frozenset({LedgerState.COMPLETED, LedgerState.FAILED, LedgerSt
 
 # to_state -> the states it may be entered from.
 _PREDECESSORS: dict[LedgerState, frozenset[LedgerState]] = {
-    LedgerState.SYNTHESIZED: frozenset({LedgerState.PLANNED}),
+    # From dialed: the redial policy schedules another attempt of the same row.
+    LedgerState.SYNTHESIZED: frozenset({LedgerState.PLANNED, LedgerState.DIALED}),
     LedgerState.DIALING: frozenset({LedgerState.SYNTHESIZED}),
     LedgerState.DIALED: frozenset({LedgerState.DIALING}),
     LedgerState.COMPLETED: frozenset({LedgerState.DIALED, LedgerState.DIALING}),
@@ -72,8 +73,12 @@ dispatch_ledger = sa.Table(
     sa.Column("call_id", sa.String(64)),
     sa.Column("outcome", sa.String(32)),
     sa.Column("key_pressed", sa.String(4)),
+    sa.Column("answered_by", sa.String(16)),
+    sa.Column("dialing_started_at", sa.DateTime),
     sa.Column("dialed_at", sa.DateTime),
     sa.Column("ended_at", sa.DateTime),
+    # A redial waits until then (and until the customer's calling hours).
+    sa.Column("next_attempt_at", sa.DateTime),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("notice_id", "campaign_date", name="uq_ledger_notice_date"),
@@ -87,6 +92,61 @@ notice_dial_claims = sa.Table(
     sa.Column("ledger_id", sa.Integer, nullable=False),
     sa.Column("campaign_date", sa.Date, nullable=False),
     sa.Column("claimed_at", sa.DateTime, nullable=False),
+)
+
+
+# One row per call attempt: the history behind the ledger row's current attempt,
+# and what the CRM's contact_attempts are written from.
+call_attempts = sa.Table(
+    "call_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ledger_id", sa.Integer, nullable=False),
+    sa.Column("notice_id", sa.Integer, nullable=False),
+    sa.Column("customer_id", sa.Integer),
+    sa.Column("campaign_date", sa.Date, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(128), nullable=False),
+    sa.Column("gateway", sa.String(32)),
+    sa.Column("call_id", sa.String(64)),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("key_pressed", sa.String(4)),
+    sa.Column("answered_by", sa.String(16)),
+    sa.Column("audio_key", sa.String(255)),
+    sa.Column("dialing_started_at", sa.DateTime, nullable=False),
+    sa.Column("dialed_at", sa.DateTime),
+    sa.Column("ended_at", sa.DateTime),
+    sa.UniqueConstraint("ledger_id", "attempt", name="uq_call_attempt"),
+    sa.UniqueConstraint("idempotency_key", name="uq_call_attempt_key"),
+    sa.Index("ix_call_attempts_customer", "customer_id", "dialing_started_at"),
+)
+
+# Gateway status callbacks, verified and deduplicated: a repeated callback is
+# dropped by the unique key, a later status is kept even if it came first.
+call_events = sa.Table(
+    "call_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(128)),
+    sa.Column("key_pressed", sa.String(4)),
+    sa.Column("answered_by", sa.String(16)),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("occurred_at", sa.DateTime),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("gateway", sa.String(32)),
+    sa.UniqueConstraint("call_id", "kind", "sequence", name="uq_call_event"),
+)
+
+# Numbers that must never be called (regulator lists, complaints), across campaigns.
+do_not_call = sa.Table(
+    "do_not_call",
+    metadata,
+    sa.Column("phone_e164", sa.String(20), primary_key=True),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("added_at", sa.DateTime, nullable=False),
 )
 
 
@@ -161,6 +221,16 @@ def transition(
     return conn.execute(stmt).rowcount == 1
 
 
+def update_in_state(conn: sa.Connection, ledger_id: int, state: LedgerState, **values: Any) -> bool:
+    """Change fields of a row only while it is in ``state`` (no state change)."""
+    stmt = (
+        dispatch_ledger.update()
+        .where(dispatch_ledger.c.id == ledger_id, dispatch_ledger.c.state == state.value)
+        .values(updated_at=_utcnow(), **values)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
 def claim_notice(
     conn: sa.Connection, notice_id: int, ledger_id: int, campaign_date: dt.date
 ) -> bool:
@@ -183,6 +253,17 @@ def claim_notice(
         sa.select(notice_dial_claims.c.ledger_id).where(notice_dial_claims.c.notice_id == notice_id)
     ).scalar_one()
     return holder == ledger_id
+
+
+def notices_claimed_by_others(conn: sa.Connection, ledger_ids: Mapping[int, int]) -> set[int]:
+    """Of ``{notice_id: ledger_id}``, the notices whose dial claim another ledger row holds."""
+    if not ledger_ids:
+        return set()
+    claims = notice_dial_claims
+    query = sa.select(claims.c.notice_id, claims.c.ledger_id).where(
+        claims.c.notice_id.in_(list(ledger_ids))
+    )
+    return {notice for notice, holder in conn.execute(query) if holder != ledger_ids[notice]}
 
 
 def rows_for_date(
@@ -222,3 +303,8 @@ def count_by_state(conn: sa.Connection, campaign_date: dt.date) -> dict[str, int
         .group_by(dispatch_ledger.c.state)
     )
     return {state: n for state, n in conn.execute(query)}
+
+
+def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, keys: Sequence[str]):
+    """An INSERT that leaves rows with the same unique ``keys`` alone, on every dialect."""
+    return _insert_ignoring_duplicates(conn, table, keys)

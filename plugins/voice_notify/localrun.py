@@ -162,6 +162,8 @@ def airflow_environment(
         "AIRFLOW_CONN_VOICE_NOTIFY_S3": s3.connection_json(),
         "AIRFLOW_CONN_VOICE_GATEWAY": gateway_connection_json(gateway_url),
         "VOICE_NOTIFY_INCLUDE_DIR": str(REPO_ROOT / "include"),
+        # Local runs call a simulator: any hour, immediate redials (see the file).
+        "VOICE_NOTIFY_CAMPAIGNS_FILE": str(REPO_ROOT / "include" / "demo" / "campaigns.yaml"),
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }

@@ -18,6 +18,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from voice_notify import db, ledger, planning, storage
 from voice_notify.campaigns import CampaignConfig, load_campaign_config
 from voice_notify.settings import get_settings
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def campaign_config() -> CampaignConfig:
-    return load_campaign_config(get_settings().include_dir / "campaigns.yaml")
+    return load_campaign_config(get_settings().campaigns_file)
 
 
 @cache
@@ -140,11 +142,39 @@ def synthesize_locally(batch_key: str, engine: str = "espeak") -> str:
     return summary["results_key"]
 
 
+def _now() -> dt.datetime:
+    # Calls happen in real time: calling hours, caps and redial times use the
+    # wall clock, never the run's logical date.
+    return dt.datetime.now(dt.UTC)
+
+
+def _dial_context():
+    from voice_notify import dispatch
+    from voice_notify.gateway import gateway_from_connection
+
+    settings = get_settings()
+    return dispatch.DialContext(
+        gateway=gateway_from_connection(settings.gateway_conn_id),
+        audio_url=storage.presigned_audio_url,
+        config=campaign_config(),
+        now=_now,
+        rate_limiter=dispatch.RateLimiter(settings.calls_per_second),
+        status_callback_url=settings.status_callback_url,
+    )
+
+
+def _raise_for_retry(counts) -> None:
+    from voice_notify.gateway import GatewayTransientError
+
+    if counts.transient:
+        # Airflow retries the task; the retry looks each call up before resending.
+        raise GatewayTransientError(f"{counts.transient} calls need a retry: {counts.as_dict()}")
+
+
 def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool) -> dict[str, Any]:
     """Record a batch's synthesis results and place its calls (unless dry run)."""
     from synthesis.manifest import parse_results
     from voice_notify import dispatch
-    from voice_notify.gateway import GatewayTransientError, gateway_from_connection
 
     settings = get_settings()
     engine = _ledger_engine()
@@ -157,65 +187,84 @@ def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool
         return {"synthesized": synthesis.synthesized, "dialed": 0, "dry_run": True}
     with engine.connect() as conn:
         rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
-    gateway = gateway_from_connection(settings.gateway_conn_id)
-    config = campaign_config()
-    ctx = dispatch.DialContext(
-        campaign_date=campaign_date,
-        gateway=gateway,
-        audio_url=storage.presigned_audio_url,
-        calling_hours=config.calling_hours,
-        now=lambda: dt.datetime.now(dt.UTC),
-        rate_limiter=dispatch.RateLimiter(settings.calls_per_second),
-    )
-    counts = dispatch.dial_rows(engine, db.engine_for(settings.crm_conn_id), rows, ctx)
-    summary = {
-        "synthesized": synthesis.synthesized,
-        "synthesis_failed": synthesis.synthesis_failed,
-        "dialed": counts.dialed,
-        "skipped": counts.skipped,
-        "waiting": counts.waiting,
-        "rejected": counts.rejected,
-        "transient": counts.transient,
-    }
-    if counts.transient:
-        # Raise so Airflow retries the task; the retry looks each call up first.
-        raise GatewayTransientError(f"{counts.transient} calls need a retry: {summary}")
-    return summary
+    counts = dispatch.dial_rows(engine, db.engine_for(settings.crm_conn_id), rows, _dial_context())
+    counts.synthesized, counts.synthesis_failed = synthesis.synthesized, synthesis.synthesis_failed
+    _raise_for_retry(counts)
+    return counts.as_dict()
 
 
-def reconcile(campaign_date: dt.date) -> dict[str, Any]:
-    """Settle the date's dialed calls and write every settled notice back to the CRM."""
+def settle(dates: list[dt.date]) -> dict[str, Any]:
+    """One pass over the open calls of these dates: callbacks first, else the gateway."""
     from voice_notify import reconcile as rc
     from voice_notify.gateway import gateway_from_connection
 
     settings = get_settings()
-    config = campaign_config()
-    engine = _ledger_engine()
-    settled = rc.settle_calls(
-        engine,
-        campaign_date,
+    counts = rc.settle_calls(
+        _ledger_engine(),
+        dates,
         gateway_from_connection(settings.gateway_conn_id),
-        confirm_key=config.confirm_key,
-        optout_key=config.optout_key,
-        timeout_s=settings.call_timeout_s,
-        poll_interval_s=settings.poll_interval_s,
+        campaign_config(),
+        _now(),
     )
+    return counts.as_dict()
+
+
+def write_back(dates: list[dt.date]) -> dict[str, Any]:
+    """Write the settled notices and ended attempts of these dates back to the CRM."""
+    from voice_notify import reconcile as rc
+
+    with _ledger_engine().connect() as conn:
+        plan = rc.load_write_back(conn, dates)
+    return rc.write_back(db.engine_for(get_settings().crm_conn_id), plan)
+
+
+def reconcile(campaign_date: dt.date) -> dict[str, Any]:
+    """Settle what ended (redials get scheduled) and write the date back to the CRM."""
+    settled = settle([campaign_date])
+    return {"settle": settled, "write_back": write_back([campaign_date])}
+
+
+def recent_dates(today: dt.date) -> list[dt.date]:
+    """The campaign dates voice_notice_reconcile looks after."""
+    days = get_settings().reconcile_lookback_days
+    return [today - dt.timedelta(days=n) for n in range(days + 1)]
+
+
+def redial_due(dates: list[dt.date]) -> dict[str, Any]:
+    """Dial the rows of these dates whose redial (or calling window) has come."""
+    from voice_notify import dispatch
+
+    engine = _ledger_engine()
     with engine.connect() as conn:
-        rows = ledger.rows_for_date(conn, campaign_date)
-    written = rc.write_back(db.engine_for(settings.crm_conn_id), rc.build_write_back(rows))
-    return {"settled": settled.settled, "still_open": settled.still_open, **written}
+        rows = [
+            row
+            for day in dates
+            for row in ledger.rows_for_date(
+                conn, day, [ledger.LedgerState.SYNTHESIZED, ledger.LedgerState.DIALING]
+            )
+        ]
+    counts = dispatch.dial_rows(
+        engine, db.engine_for(get_settings().crm_conn_id), rows, _dial_context()
+    )
+    _raise_for_retry(counts)
+    return counts.as_dict()
 
 
-def report(campaign_date: dt.date, campaign: str, dry_run: bool) -> dict[str, Any]:
-    """Counts of the date by state, reason and outcome, stored as JSON next to the batches."""
+def report(campaign_date: dt.date) -> dict[str, Any]:
+    """Counts of the date by state, reason and outcome, stored as JSON (rewritten each time)."""
     from voice_notify.report import campaign_report
 
     engine = _ledger_engine()
     with engine.connect() as conn:
         rows = ledger.rows_for_date(conn, campaign_date)
-    body = campaign_report(rows, campaign_date, campaign, dry_run)
+        attempts = conn.execute(
+            sa.select(ledger.call_attempts).where(
+                ledger.call_attempts.c.campaign_date == campaign_date
+            )
+        ).all()
+    body = campaign_report(rows, attempts, campaign_date)
     key = storage.write_bytes(
-        storage.report_key(campaign_date, campaign),
+        storage.report_key(campaign_date),
         json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8"),
     )
     return {"key": key, "notices": body["notices"], "by_state": body["by_state"]}

@@ -24,3 +24,9 @@ CALL_NO_ANSWER = "no_answer"
 CALL_BUSY = "busy"
 CALL_FAILED = "call_failed"
 CALL_CANCELED = "call_canceled"
+
+# Compliance gate (plan time and dial time).
+ON_DO_NOT_CALL = "do_not_call"
+OUTSIDE_CALLING_HOURS = "outside_calling_hours"  # a wait, not terminal
+CAP_REACHED = "cap_reached"  # a wait, not terminal
+REDIAL_EXHAUSTED = "redial_exhausted"

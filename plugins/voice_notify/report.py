@@ -11,19 +11,21 @@ import sqlalchemy as sa
 
 
 def campaign_report(
-    rows: Sequence[sa.Row], campaign_date: dt.date, campaign: str, dry_run: bool
+    rows: Sequence[sa.Row], attempts: Sequence[sa.Row], campaign_date: dt.date
 ) -> dict[str, Any]:
-    """Counts by state, by skip/failure reason, by call outcome and by notice type."""
+    """Counts by state, by skip/failure reason, by call outcome and by notice type.
+
+    ``rows`` are the date's ledger rows, ``attempts`` its call attempts (redials included).
+    """
     by_state = Counter(r.state for r in rows)
     by_reason = Counter(r.reason_code for r in rows if r.reason_code)
     by_outcome = Counter(r.outcome for r in rows if r.outcome)
     by_type = Counter(r.notice_type for r in rows)
     return {
         "campaign_date": campaign_date.isoformat(),
-        "campaign": campaign,
-        "dry_run": dry_run,
         "notices": len(rows),
-        "calls": sum(1 for r in rows if r.call_id),
+        "calls": sum(1 for a in attempts if a.call_id),
+        "calls_by_outcome": dict(sorted(Counter(a.outcome or "open" for a in attempts).items())),
         "by_state": dict(sorted(by_state.items())),
         "by_reason": dict(sorted(by_reason.items())),
         "by_outcome": dict(sorted(by_outcome.items())),

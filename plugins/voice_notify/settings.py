@@ -23,6 +23,7 @@ class Settings:
     """
 
     include_dir: Path
+    campaigns_file: Path
     bucket: str
     s3_conn_id: str
     crm_conn_id: str
@@ -33,7 +34,10 @@ class Settings:
     poll_interval_s: float
     call_timeout_s: float
     calls_per_second: float
+    status_callback_url: str | None
+    reconcile_lookback_days: int
     daily_schedule: str | None
+    reconcile_schedule: str | None
     task_retries: int
     retry_delay_s: float
 
@@ -43,9 +47,15 @@ class Settings:
                 f"VOICE_NOTIFY_INCLUDE_DIR={self.include_dir} is not a directory; "
                 "point it at the project's include/ folder"
             )
+        if not self.campaigns_file.is_file():
+            raise ValueError(f"VOICE_NOTIFY_CAMPAIGNS_FILE={self.campaigns_file} does not exist")
         if self.presign_expiry_s < 3600:
             # A presigned URL must outlive the gateway's queue; an hour is the floor.
             raise ValueError("VOICE_NOTIFY_PRESIGN_EXPIRY_S must be at least 3600")
+
+
+def _schedule(cron: str) -> str | None:
+    return None if cron.strip().lower() in ("", "none") else cron
 
 
 @cache
@@ -53,8 +63,12 @@ def get_settings() -> Settings:
     """The settings of this process (read once; tests call ``get_settings.cache_clear()``)."""
     env = os.environ.get
     crm_conn_id = env("VOICE_NOTIFY_CRM_CONN_ID", "crm_db")
+    include_dir = Path(env("VOICE_NOTIFY_INCLUDE_DIR", str(_REPO_ROOT / "include")))
     return Settings(
-        include_dir=Path(env("VOICE_NOTIFY_INCLUDE_DIR", str(_REPO_ROOT / "include"))),
+        include_dir=include_dir,
+        campaigns_file=Path(
+            env("VOICE_NOTIFY_CAMPAIGNS_FILE", str(include_dir / "campaigns.yaml"))
+        ),
         bucket=env("VOICE_NOTIFY_BUCKET", "voice-notify"),
         s3_conn_id=env("VOICE_NOTIFY_S3_CONN_ID", "voice_notify_s3"),
         crm_conn_id=crm_conn_id,
@@ -66,10 +80,14 @@ def get_settings() -> Settings:
         poll_interval_s=float(env("VOICE_NOTIFY_POLL_INTERVAL_S", "0.2")),
         call_timeout_s=float(env("VOICE_NOTIFY_CALL_TIMEOUT_S", "120")),
         calls_per_second=float(env("VOICE_NOTIFY_CALLS_PER_SECOND", "20")),
+        # The public URL of the API server's callback endpoint, e.g.
+        # https://airflow.example/voice-notify/callbacks/http; unset: poll the gateway.
+        status_callback_url=env("VOICE_NOTIFY_STATUS_CALLBACK_URL") or None,
+        # How many past campaign dates voice_notice_reconcile looks at.
+        reconcile_lookback_days=int(env("VOICE_NOTIFY_RECONCILE_LOOKBACK_DAYS", "3")),
         # When the daily campaign runs (cron); "none" leaves it to triggers only.
-        daily_schedule=None
-        if env("VOICE_NOTIFY_DAILY_SCHEDULE", "0 6 * * *").lower() in ("", "none")
-        else env("VOICE_NOTIFY_DAILY_SCHEDULE", "0 6 * * *"),
+        daily_schedule=_schedule(env("VOICE_NOTIFY_DAILY_SCHEDULE", "0 6 * * *")),
+        reconcile_schedule=_schedule(env("VOICE_NOTIFY_RECONCILE_SCHEDULE", "15 * * * *")),
         # Airflow retries of every task; the demo and tests shorten the delay.
         task_retries=int(env("VOICE_NOTIFY_TASK_RETRIES", "2")),
         retry_delay_s=float(env("VOICE_NOTIFY_RETRY_DELAY_S", "120")),

@@ -45,8 +45,9 @@ def batch_key(campaign_date: dt.date, campaign: str, index: int) -> str:
     return f"{campaign_prefix(campaign_date, campaign)}/batches/batch-{index:04d}.jsonl"
 
 
-def report_key(campaign_date: dt.date, campaign: str) -> str:
-    return f"{campaign_prefix(campaign_date, campaign)}/report.json"
+def report_key(campaign_date: dt.date) -> str:
+    """The report of a campaign date (all its notices, whichever run or redial settled them)."""
+    return f"reports/{campaign_date.isoformat()}/report.json"
 
 
 def write_bytes(key: str, data: bytes) -> str:

@@ -44,6 +44,18 @@ def _expected_notices(engine: sa.Engine) -> set[int]:
     }
 
 
+def _run_campaign(env: dict[str, str], log_dir: Path) -> None:
+    """The daily run for DAY, then one reconcile run (late outcomes and redials)."""
+    localrun.dags_test(env, "voice_notice_daily", DAY.isoformat(), log_dir / "daily.log")
+    state = localrun.dag_run_state(env, "voice_notice_daily", DAY.isoformat())
+    assert state == "success", (log_dir / "daily.log").read_text()[-4000:]
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    env = {**env, "VOICE_NOTIFY_RECONCILE_LOOKBACK_DAYS": str((now.date() - DAY).days + 1)}
+    localrun.dags_test(env, "voice_notice_reconcile", now.isoformat(), log_dir / "reconcile.log")
+    state = localrun.dag_run_state(env, "voice_notice_reconcile", now.date().isoformat())
+    assert state == "success", (log_dir / "reconcile.log").read_text()[-4000:]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
 def test_daily_campaign_end_to_end(backend, tmp_path, campaign_env, simulator, s3_endpoint):
     url = database_url(backend, tmp_path)
@@ -52,16 +64,12 @@ def test_daily_campaign_end_to_end(backend, tmp_path, campaign_env, simulator, s
         demo_crm.seed(engine, demo_crm.SeedSpec(anchor_date=DAY, customers=200))
         expected = _expected_notices(engine)
         env = campaign_env(url.render_as_string(hide_password=False))
-        log = tmp_path / "dags-test.log"
-
-        localrun.dags_test(env, "voice_notice_daily", DAY.isoformat(), log)
-        assert localrun.dag_run_state(env, "voice_notice_daily", DAY.isoformat()) == "success", (
-            log.read_text()[-4000:]
-        )
+        _run_campaign(env, tmp_path / "first")
         with engine.connect() as conn:
             rows = ledger.rows_for_date(conn, DAY)
             notices = {r.id: r for r in conn.execute(sa.select(demo_crm.notices))}
             attempts = conn.execute(sa.select(demo_crm.contact_attempts)).all()
+            call_attempts = conn.execute(sa.select(ledger.call_attempts)).all()
 
         # Every notice of the campaign ends in exactly one terminal state with a reason.
         assert {r.notice_id for r in rows} == expected
@@ -83,11 +91,15 @@ def test_daily_campaign_end_to_end(backend, tmp_path, campaign_env, simulator, s
             assert reasons[code] >= 1, (code, reasons)
         assert reasons["variable_too_long"] + reasons["text_too_long"] >= 1
 
-        # At most one call per (notice, date), and each call is in the CRM.
+        # Each (notice, attempt) reached the gateway once; redials only as the
+        # demo policy allows (at most 2 attempts); every call is in the CRM.
         calls = _calls(simulator)
+        per_key = Counter(c["idempotency_key"] for c in calls)
+        assert calls and max(per_key.values()) == 1
         per_notice = Counter(c["metadata"]["notice_id"] for c in calls)
-        assert calls and max(per_notice.values()) == 1
-        assert len(attempts) == len(calls) == sum(1 for r in rows if r.call_id)
+        assert max(per_notice.values()) <= 2
+        assert len(attempts) == len(calls) == sum(1 for a in call_attempts if a.call_id)
+        assert {c["call_id"] for c in calls} == {a.call_id for a in attempts}
         assert all(c["to"].startswith("+") for c in calls)
 
         # Every audio file is 8 kHz μ-law WAV that decodes and is not silent.
@@ -109,8 +121,7 @@ def test_daily_campaign_end_to_end(backend, tmp_path, campaign_env, simulator, s
             assert float(np.sqrt(np.mean(audio**2))) > 0.01
 
         # A second run of the same date places zero calls and changes no outcome.
-        localrun.dags_test(env, "voice_notice_daily", DAY.isoformat(), tmp_path / "again.log")
-        assert localrun.dag_run_state(env, "voice_notice_daily", DAY.isoformat()) == "success"
+        _run_campaign(env, tmp_path / "again")
         assert len(_calls(simulator)) == len(calls)
         with engine.connect() as conn:
             again = ledger.rows_for_date(conn, DAY)

@@ -9,7 +9,9 @@ on that key and answer ``find_call`` truthfully.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +46,8 @@ class CallRequest:
     :param idempotency_key: deterministic per (notice, campaign date, attempt)
     :param audio_url: a URL the gateway can fetch the 8 kHz G.711 WAV from
     :param ring_timeout_s: seconds to ring before giving up as no-answer
+    :param status_callback_url: where the gateway posts status events (None: poll only)
+    :param machine_detection: ask the gateway to tell answering machines from people
     """
 
     to: str
@@ -51,6 +55,8 @@ class CallRequest:
     audio_url: str
     ring_timeout_s: int = 30
     metadata: dict[str, str] = field(default_factory=dict)
+    status_callback_url: str | None = None
+    machine_detection: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,33 @@ class CallStatus:
     key_pressed: str | None = None  # DTMF digit the callee pressed, if any
     duration_s: float | None = None
     error: str | None = None  # the gateway's reason when state is FAILED
+    answered_by: str | None = None  # "human", "machine" or None when not detected
 
     @property
     def terminal(self) -> bool:
         return self.state.terminal
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One status callback from a gateway, after its signature was verified.
+
+    Events are stored deduplicated by (call_id, kind, sequence): a repeated
+    callback is dropped, a later status is kept even when it arrives first.
+
+    :param kind: the status (a CallState value) or ``"digits"`` for a key press
+    :param sequence: the gateway's own ordering of the call's events
+    """
+
+    call_id: str
+    kind: str
+    sequence: int
+    idempotency_key: str | None = None
+    key_pressed: str | None = None
+    answered_by: str | None = None
+    duration_s: float | None = None
+    occurred_at: dt.datetime | None = None
+    raw: Mapping[str, str] = field(default_factory=dict)
 
 
 class GatewayError(Exception):
@@ -93,8 +122,14 @@ class VoiceGateway(Protocol):
         """Place the call, or return the existing one for the same idempotency key."""
         ...
 
-    def find_call(self, idempotency_key: str) -> CallStatus | None:
-        """The call placed with this key, or None if the gateway never accepted one."""
+    def find_call(
+        self, idempotency_key: str, *, to: str | None = None, since: dt.datetime | None = None
+    ) -> CallStatus | None:
+        """The call placed with this key, or None if the gateway never accepted one.
+
+        ``to`` and ``since`` (when the ledger entered ``dialing``) let adapters
+        whose gateway has no idempotency keys (Twilio) search its call log instead.
+        """
         ...
 
     def call_status(self, call_id: str) -> CallStatus:

@@ -1,0 +1,144 @@
+"""The compliance gate: may this customer be called now?
+
+One set of rules, used when a notice is planned and again just before it is
+dialled (time has passed: the customer may have opted out, the clock may have
+left calling hours, other campaigns may have used up the caps). Each check
+answers allow, wait (with the earliest time worth trying again) or skip (with
+a reason code). Calling hours are real time in the customer's zone: a call
+happens now, whatever the run's logical date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+import sqlalchemy as sa
+from phonenumbers import timezone as phone_timezone
+
+from voice_notify import ledger, reasons
+from voice_notify.campaigns import CallingHours, Caps
+
+DEFAULT_ZONE = "Asia/Shanghai"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``allow``, ``wait`` until a UTC time, or ``skip`` with a reason code."""
+
+    kind: str
+    reason: str | None = None
+    until: dt.datetime | None = None  # naive UTC, for wait
+
+    @property
+    def allowed(self) -> bool:
+        return self.kind == "allow"
+
+
+ALLOW = Verdict("allow")
+
+
+def skip(reason: str) -> Verdict:
+    return Verdict("skip", reason)
+
+
+def wait(reason: str, until: dt.datetime) -> Verdict:
+    return Verdict("wait", reason, until.astimezone(dt.UTC).replace(tzinfo=None))
+
+
+def customer_zone(crm_time_zone: str | None, e164: str | None) -> zoneinfo.ZoneInfo:
+    """The customer's zone: the CRM's if valid, else the number's region, else Beijing time."""
+    if crm_time_zone:
+        try:
+            return zoneinfo.ZoneInfo(crm_time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    if e164:
+        try:
+            zones = phone_timezone.time_zones_for_number(phonenumbers.parse(e164))
+        except phonenumbers.NumberParseException:
+            zones = ()
+        for name in zones:
+            try:
+                return zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                continue
+    return zoneinfo.ZoneInfo(DEFAULT_ZONE)
+
+
+def hours_verdict(hours: CallingHours, now_utc: dt.datetime, zone: zoneinfo.ZoneInfo) -> Verdict:
+    """Within calling hours in the customer's zone, or wait for the next window."""
+    local = now_utc.astimezone(zone)
+    if hours.allows(local.time()):
+        return ALLOW
+    return wait(reasons.OUTSIDE_CALLING_HOURS, hours.next_start(local))
+
+
+def caps_verdict(
+    global_caps: Caps,
+    type_caps: Caps,
+    history: Sequence[tuple[dt.datetime, str | None]],
+    notice_type: str,
+    now_utc: dt.datetime,
+) -> Verdict:
+    """Within the customer's caps, or wait until the fullest window frees a slot.
+
+    ``history`` holds the customer's earlier attempts as (naive UTC start, notice
+    type), across campaigns; type caps count only attempts of the same type.
+    """
+    now = now_utc.astimezone(dt.UTC).replace(tzinfo=None)
+    until: dt.datetime | None = None
+    for caps, of_type in ((global_caps, None), (type_caps, notice_type)):
+        for span, limit in caps.windows():
+            starts = sorted(
+                t for t, kind in history if t > now - span and (of_type is None or kind == of_type)
+            )
+            if len(starts) >= limit:
+                # The window frees a slot when its oldest counted attempt ages out.
+                frees_at = starts[len(starts) - limit] + span
+                until = frees_at if until is None else max(until, frees_at)
+    if until is None:
+        return ALLOW
+    return wait(reasons.CAP_REACHED, until.replace(tzinfo=dt.UTC))
+
+
+def recent_attempts(
+    conn: sa.Connection, customer_ids: Iterable[int], since: dt.datetime
+) -> dict[int, list[tuple[dt.datetime, str | None]]]:
+    """Each customer's attempts since ``since`` (naive UTC), with their notice types."""
+    ids = sorted({c for c in customer_ids if c is not None})
+    history: dict[int, list[tuple[dt.datetime, str | None]]] = defaultdict(list)
+    if not ids:
+        return history
+    attempts, rows = ledger.call_attempts, ledger.dispatch_ledger
+    query = (
+        sa.select(attempts.c.customer_id, attempts.c.dialing_started_at, rows.c.notice_type)
+        .join(rows, rows.c.id == attempts.c.ledger_id)
+        .where(attempts.c.customer_id.in_(ids), attempts.c.dialing_started_at >= since)
+    )
+    for customer_id, started, notice_type in conn.execute(query):
+        history[customer_id].append((started, notice_type))
+    return history
+
+
+def do_not_call_numbers(conn: sa.Connection, numbers: Iterable[str]) -> set[str]:
+    """Which of these E.164 numbers are on the do-not-call list."""
+    wanted = sorted(set(numbers))
+    if not wanted:
+        return set()
+    table = ledger.do_not_call
+    return set(
+        conn.execute(sa.select(table.c.phone_e164).where(table.c.phone_e164.in_(wanted))).scalars()
+    )
+
+
+def add_do_not_call(conn: sa.Connection, e164: str, reason: str, when: dt.datetime) -> None:
+    """Put a number on the do-not-call list (no-op if it is there)."""
+    stmt = ledger.insert_ignoring_duplicates(conn, ledger.do_not_call, ("phone_e164",))
+    conn.execute(
+        stmt, {"phone_e164": e164, "reason": reason, "added_at": when.replace(tzinfo=None)}
+    )

@@ -1,0 +1,46 @@
+"""Status intake: verified gateway callbacks into ``call_events``, deduplicated.
+
+Gateways repeat callbacks, deliver them late and out of order. Each event is
+stored once under (call id, kind, sequence): a repeat is dropped by the unique
+key, and a later status is kept even when it arrives before an earlier one;
+``reconcile.status_from_events`` reads the terminal one whenever it came.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from voice_notify import ledger
+from voice_notify.gateway.base import CallEvent
+
+
+def store_events(engine: sa.Engine, events: Sequence[CallEvent], gateway: str) -> int:
+    """Insert events not seen before; returns how many were new."""
+    if not events:
+        return 0
+    received = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = [
+        {
+            "call_id": e.call_id,
+            "kind": e.kind,
+            "sequence": e.sequence,
+            "idempotency_key": e.idempotency_key,
+            "key_pressed": e.key_pressed,
+            "answered_by": e.answered_by,
+            "duration_s": e.duration_s,
+            "occurred_at": e.occurred_at.astimezone(dt.UTC).replace(tzinfo=None)
+            if e.occurred_at
+            else None,
+            "received_at": received,
+            "gateway": gateway,
+        }
+        for e in events
+    ]
+    with engine.begin() as conn:
+        stmt = ledger.insert_ignoring_duplicates(
+            conn, ledger.call_events, ("call_id", "kind", "sequence")
+        )
+        return max(conn.execute(stmt, rows).rowcount, 0)
