@@ -162,8 +162,12 @@ def _caps(raw: dict[str, Any] | None) -> Caps:
 
 def _redial(raw: dict[str, Any] | None) -> RedialPolicy:
     raw = raw or {}
+    unknown = set(raw) - {"outcomes", "after_minutes", "max_attempts"}
+    if unknown:
+        # (YAML reads a bare `on:` key as the boolean true: it must not pass silently.)
+        raise ValueError(f"unknown redial settings {sorted(map(str, unknown))}")
     return RedialPolicy(
-        on=frozenset(raw.get("on", ())),
+        on=frozenset(raw.get("outcomes", ())),
         after_minutes=int(raw.get("after_minutes", 120)),
         max_attempts=int(raw.get("max_attempts", 1)),
     )

@@ -81,21 +81,23 @@ def hours_verdict(hours: CallingHours, now_utc: dt.datetime, zone: zoneinfo.Zone
 def caps_verdict(
     global_caps: Caps,
     type_caps: Caps,
-    history: Sequence[tuple[dt.datetime, str | None]],
+    history: Sequence[PastAttempt],
     notice_type: str,
     now_utc: dt.datetime,
 ) -> Verdict:
     """Within the customer's caps, or wait until the fullest window frees a slot.
 
-    ``history`` holds the customer's earlier attempts as (naive UTC start, notice
-    type), across campaigns; type caps count only attempts of the same type.
+    ``history`` holds the customer's earlier attempts across campaigns; type
+    caps count only attempts of the same notice type.
     """
     now = now_utc.astimezone(dt.UTC).replace(tzinfo=None)
     until: dt.datetime | None = None
     for caps, of_type in ((global_caps, None), (type_caps, notice_type)):
         for span, limit in caps.windows():
             starts = sorted(
-                t for t, kind in history if t > now - span and (of_type is None or kind == of_type)
+                a.started
+                for a in history
+                if a.started > now - span and (of_type is None or a.notice_type == of_type)
             )
             if len(starts) >= limit:
                 # The window frees a slot when its oldest counted attempt ages out.
@@ -106,22 +108,34 @@ def caps_verdict(
     return wait(reasons.CAP_REACHED, until.replace(tzinfo=dt.UTC))
 
 
+@dataclass(frozen=True)
+class PastAttempt:
+    started: dt.datetime  # naive UTC
+    notice_type: str | None
+    idempotency_key: str
+
+
 def recent_attempts(
     conn: sa.Connection, customer_ids: Iterable[int], since: dt.datetime
-) -> dict[int, list[tuple[dt.datetime, str | None]]]:
-    """Each customer's attempts since ``since`` (naive UTC), with their notice types."""
+) -> dict[int, list[PastAttempt]]:
+    """Each customer's call attempts since ``since`` (naive UTC), across campaigns."""
     ids = sorted({c for c in customer_ids if c is not None})
-    history: dict[int, list[tuple[dt.datetime, str | None]]] = defaultdict(list)
+    history: dict[int, list[PastAttempt]] = defaultdict(list)
     if not ids:
         return history
     attempts, rows = ledger.call_attempts, ledger.dispatch_ledger
     query = (
-        sa.select(attempts.c.customer_id, attempts.c.dialing_started_at, rows.c.notice_type)
+        sa.select(
+            attempts.c.customer_id,
+            attempts.c.dialing_started_at,
+            rows.c.notice_type,
+            attempts.c.idempotency_key,
+        )
         .join(rows, rows.c.id == attempts.c.ledger_id)
         .where(attempts.c.customer_id.in_(ids), attempts.c.dialing_started_at >= since)
     )
-    for customer_id, started, notice_type in conn.execute(query):
-        history[customer_id].append((started, notice_type))
+    for customer_id, started, notice_type, key in conn.execute(query):
+        history[customer_id].append(PastAttempt(started, notice_type, key))
     return history
 
 

@@ -162,7 +162,7 @@ class _Dialer:
         self.engine = ledger_engine
         self.ctx = ctx
         self.counts = DialCounts()
-        self.history: dict[int, list[tuple[dt.datetime, str | None]]] = {}
+        self.history: dict[int, list[compliance.PastAttempt]] = {}
         self.blocked: set[str] = set()
         self.claimed_elsewhere: set[int] = set()
 
@@ -212,7 +212,12 @@ class _Dialer:
         return compliance.caps_verdict(
             self.ctx.config.caps,
             type_config.caps if type_config else compliance.Caps(),
-            self.history.get(row.customer_id, []),
+            # A resumed attempt is already in the history: it must not cap itself.
+            [
+                a
+                for a in self.history.get(row.customer_id, [])
+                if a.idempotency_key != row.idempotency_key
+            ],
             row.notice_type,
             now,
         )
@@ -269,7 +274,9 @@ class _Dialer:
                     "dialing_started_at": started,
                 },
             )
-        self.history.setdefault(row.customer_id, []).append((started, row.notice_type))
+        self.history.setdefault(row.customer_id, []).append(
+            compliance.PastAttempt(started, row.notice_type, key)
+        )
         self._place(row, number, key)
 
     def _place(self, row: sa.Row, number: str, key: str) -> None:

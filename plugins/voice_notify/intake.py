@@ -39,8 +39,13 @@ def store_events(engine: sa.Engine, events: Sequence[CallEvent], gateway: str) -
         }
         for e in events
     ]
+    stored = 0
     with engine.begin() as conn:
         stmt = ledger.insert_ignoring_duplicates(
             conn, ledger.call_events, ("call_id", "kind", "sequence")
         )
-        return max(conn.execute(stmt, rows).rowcount, 0)
+        # One statement per event: a callback carries one or two events, and
+        # only single-row execution reports reliably whether a row went in.
+        for row in rows:
+            stored += max(conn.execute(stmt, row).rowcount, 0)
+    return stored

@@ -188,7 +188,7 @@ def test_unplayable_audio_is_rejected_and_not_recorded(
 def test_place_call_logs_the_number_masked(
     gateway: SimulatorGateway, audio_base_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="voice_notify.gateway.simulator_client"):
+    with caplog.at_level(logging.INFO, logger="voice_notify.gateway.http"):
         gateway.place_call(_request(audio_base_url, "notice-5/2025-06-01/1"))
 
     assert "+86*******5678" in caplog.text

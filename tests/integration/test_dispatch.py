@@ -291,7 +291,18 @@ def test_busy_calls_are_redialled_with_a_new_key_up_to_the_limit(db_engine, tmp_
         assert first.redials == 1
         row = _rows(db_engine)[1]
         assert (row.state, row.attempt, row.reason_code) == ("synthesized", 2, "busy")
-        dispatch.dial_rows(db_engine, db_engine, [row], _ctx(gateway, audio_url))
+        # Within the minute a per-minute cap holds the redial; after it, it goes.
+        capped = replace(DEMO_CONFIG, caps=Caps(per_minute=1))
+        held = dispatch.dial_rows(
+            db_engine, db_engine, [row], _ctx(gateway, audio_url, config=capped)
+        )
+        assert held.reasons == {reasons.CAP_REACHED: 1}
+        later = NOON_UTC + dt.timedelta(minutes=2)
+        row = _rows(db_engine)[1]
+        redial = dispatch.dial_rows(
+            db_engine, db_engine, [row], _ctx(gateway, audio_url, now=later, config=capped)
+        )
+        assert redial.dialed == 1
         second = _settle_all(db_engine, gateway)
         assert second.redials == 0
         row = _rows(db_engine)[1]

@@ -36,12 +36,29 @@ def gateway_from_connection(conn_id: str) -> VoiceGateway:
     conn = BaseHook.get_connection(conn_id)
     extra = conn.extra_dejson
     kind = extra.get("kind", "simulator")
-    if kind == "simulator":
+    scheme = conn.schema or "http"
+    port = f":{conn.port}" if conn.port else ""
+    if kind in ("http", "simulator"):
+        # Both speak the native JSON protocol; "simulator" only names itself in the ledger.
+        from voice_notify.gateway.http import HttpGateway
         from voice_notify.gateway.simulator_client import SimulatorGateway
 
-        scheme = conn.schema or "http"
-        port = f":{conn.port}" if conn.port else ""
-        return SimulatorGateway(
-            f"{scheme}://{conn.host}{port}", timeout_s=float(extra.get("timeout_s", 5.0))
+        adapter = SimulatorGateway if kind == "simulator" else HttpGateway
+        return adapter(
+            extra.get("base_url") or f"{scheme}://{conn.host}{port}",
+            timeout_s=float(extra.get("timeout_s", 5.0)),
+            status_callback_base=extra.get("status_callback_base"),
+        )
+    if kind == "twilio":
+        # login = account SID, password = auth token; base_url only to aim it at a simulator.
+        from voice_notify.gateway.twilio import TwilioGateway
+
+        return TwilioGateway(
+            conn.login,
+            conn.password,
+            extra["from_number"],
+            base_url=extra.get("base_url"),
+            status_callback_base=extra.get("status_callback_base"),
+            timeout_s=float(extra.get("timeout_s", 10.0)),
         )
     raise ValueError(f"connection {conn_id!r}: unknown gateway kind {kind!r}")

@@ -1,0 +1,158 @@
+"""The generic HTTP gateway: in-house call centres that speak voice-notify's JSON protocol.
+
+The protocol is the one the simulator serves natively (documented in
+``simulator.py``): ``POST /v1/calls`` with an idempotency key,
+``GET /v1/calls/{id}``, ``GET /v1/calls?idempotency_key=K``, and HMAC-signed
+JSON status callbacks (``callbacks.verify_http_callback``). A call centre that
+implements it needs no adapter of its own.
+
+Every failure is sorted the way the pipeline needs: anything after which the
+call may or may not exist (a timeout, a refused connection, a 5xx, a 429, a
+garbled answer) is a ``GatewayTransientError``; a request the gateway refused on
+its merits is a ``GatewayPermanentError`` whose message starts with the
+gateway's error code (``invalid_number``, ``invalid_audio``,
+``idempotency_conflict``, ...).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from voice_notify.gateway.base import (
+    CallRequest,
+    CallState,
+    CallStatus,
+    GatewayPermanentError,
+    GatewayTransientError,
+)
+from voice_notify.phone import mask_phone
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HttpGateway"]
+
+
+class HttpGateway:
+    """Places calls through a gateway speaking the native JSON protocol.
+
+    :param base_url: the gateway's URL (the simulator's is in its ``server.json``)
+    :param timeout_s: seconds to wait on each request; the gateway fetches and
+        checks the audio before answering ``place_call``, so keep this above a few
+        seconds
+    :param status_callback_base: the callback URL for requests that name none
+        (None: such calls are polled only)
+    """
+
+    name = "http"
+
+    def __init__(
+        self, base_url: str, timeout_s: float = 5.0, *, status_callback_base: str | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.status_callback_base = status_callback_base
+        self._session = requests.Session()
+
+    def place_call(self, request: CallRequest) -> CallStatus:
+        """Place the call, or get back the one already placed with its idempotency key."""
+        body: dict[str, Any] = {
+            "to": request.to,
+            "idempotency_key": request.idempotency_key,
+            "audio_url": request.audio_url,
+            "ring_timeout_s": request.ring_timeout_s,
+            "metadata": dict(request.metadata),
+            "machine_detection": request.machine_detection,
+        }
+        callback = request.status_callback_url or self.status_callback_base
+        if callback:
+            body["status_callback"] = callback
+        response = self._request("POST", "/v1/calls", json=body)
+        self._raise_for_rejection(response, "place_call")
+        status = _call_status(response)
+        log.info(
+            "%s %s call %s to %s for key %s (%s)",
+            self.name,
+            "placed" if response.status_code == 201 else "already had",
+            status.call_id,
+            mask_phone(request.to),
+            request.idempotency_key,
+            status.state,
+        )
+        return status
+
+    def find_call(
+        self, idempotency_key: str, *, to: str | None = None, since: dt.datetime | None = None
+    ) -> CallStatus | None:
+        """The call placed with this key, or None if the gateway never accepted one.
+
+        The protocol keeps idempotency keys, so ``to`` and ``since`` are not needed.
+        """
+        response = self._request("GET", "/v1/calls", params={"idempotency_key": idempotency_key})
+        if response.status_code == 404:
+            return None
+        self._raise_for_rejection(response, "find_call")
+        return _call_status(response)
+
+    def call_status(self, call_id: str) -> CallStatus:
+        """The current status of a call the gateway accepted."""
+        response = self._request("GET", f"/v1/calls/{quote(call_id, safe='')}")
+        self._raise_for_rejection(response, "call_status")
+        return _call_status(response)
+
+    def close(self) -> None:
+        """Release the pooled connections."""
+        self._session.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._session.request(
+                method, self.base_url + path, timeout=self.timeout_s, **kwargs
+            )
+        except requests.RequestException as exc:
+            # Covers timeouts and refused or dropped connections: the call may exist.
+            raise GatewayTransientError(f"{self.name} {method} {path} failed: {exc}") from exc
+
+    def _raise_for_rejection(self, response: requests.Response, operation: str) -> None:
+        code = response.status_code
+        if 200 <= code < 300:
+            return
+        error, detail = _error_of(response)
+        message = f"{error}: {self.name} gateway refused {operation} with HTTP {code}"
+        if detail:
+            message += f" ({detail})"
+        # 429 is a 4xx that asks to be retried; everything else 4xx is the request's own fault.
+        if 400 <= code < 500 and code != 429:
+            raise GatewayPermanentError(message)
+        raise GatewayTransientError(message)
+
+
+def _error_of(response: requests.Response) -> tuple[str, str | None]:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"http_{response.status_code}", None
+    if not isinstance(body, dict):
+        return f"http_{response.status_code}", None
+    return str(body.get("error") or f"http_{response.status_code}"), body.get("detail")
+
+
+def _call_status(response: requests.Response) -> CallStatus:
+    """Parse a status answer; an unreadable one leaves the call's fate unknown, so transient."""
+    try:
+        body = response.json()
+        return CallStatus(
+            call_id=body["call_id"],
+            idempotency_key=body["idempotency_key"],
+            state=CallState(body["state"]),
+            key_pressed=body.get("key_pressed"),
+            duration_s=body.get("duration_s"),
+            error=body.get("error"),
+            answered_by=body.get("answered_by"),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GatewayTransientError(f"gateway sent an unreadable call status: {exc!r}") from exc
