@@ -144,6 +144,9 @@ class DialContext:
     rate_limiter: RateLimiter
     ring_timeout_s: int = 30
     status_callback_url: str | None = None
+    # A row in ``dialing`` younger than this may still be in another worker's
+    # hands (its request in flight); only older ones are looked up and resumed.
+    resume_after_s: float = 60.0
 
 
 def _contacts(conn: sa.Connection, notice_ids: Sequence[int]) -> dict[int, Any]:
@@ -362,6 +365,11 @@ class _Dialer:
     def _resume(self, row: sa.Row, contact: Any, number: str | None) -> None:
         """A row an earlier attempt left in ``dialing``: look up before any resend."""
         key = row.idempotency_key
+        age = _naive_utc(self.ctx.now()) - (row.dialing_started_at or dt.datetime.min)
+        if age < dt.timedelta(seconds=self.ctx.resume_after_s):
+            self.counts.waiting += 1
+            self.counts.note("dialing_in_progress")
+            return
         since = (row.dialing_started_at or _naive_utc(self.ctx.now())).replace(tzinfo=dt.UTC)
         try:
             found = self.ctx.gateway.find_call(key, to=number, since=since)

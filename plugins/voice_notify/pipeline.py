@@ -109,8 +109,12 @@ class WorkerFailed(RuntimeError):
         self.code = code
 
 
-def synthesize_locally(batch_key: str, engine: str = "espeak") -> str:
-    """Run the worker CLI on this machine, as the GPU pod would; returns the result key."""
+def synthesize_locally(batch_key: str, engine: str | None = None) -> str:
+    """Run the worker CLI on this machine, as the GPU pod would; returns the result key.
+
+    :param engine: the synthesis engine (default: the ``synthesis_engine`` setting); the
+        fallback engine comes from ``synthesis_fallback_engine``.
+    """
     from synthesis.worker import EXIT_OK
 
     settings = get_settings()
@@ -125,7 +129,9 @@ def synthesize_locally(batch_key: str, engine: str = "espeak") -> str:
                 "--batch",
                 f"s3://{settings.bucket}/{batch_key}",
                 "--engine",
-                engine,
+                engine or settings.synthesis_engine,
+                "--fallback-engine",
+                settings.synthesis_fallback_engine,
                 "--xcom-file",
                 str(xcom_file),
             ],
@@ -153,8 +159,13 @@ def _dial_context():
     from voice_notify.gateway import gateway_from_connection
 
     settings = get_settings()
+    gateway = gateway_from_connection(settings.gateway_conn_id)
+    # Past twice the gateway's request timeout no live worker still waits on a
+    # row in ``dialing``: it is safe to look it up and resume it.
+    resume_after_s = max(2 * float(getattr(gateway, "timeout_s", 30)) + 5, 15)
     return dispatch.DialContext(
-        gateway=gateway_from_connection(settings.gateway_conn_id),
+        gateway=gateway,
+        resume_after_s=resume_after_s,
         audio_url=storage.presigned_audio_url,
         config=campaign_config(),
         now=_now,

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from dataclasses import replace
 from pathlib import Path
 
-import boto3
-import numpy as np
-import pytest
-import soundfile as sf
 import sqlalchemy as sa
 
 from voice_notify import compliance, demo_crm, dispatch, intake, ledger, reasons, reconcile
@@ -24,24 +19,9 @@ from voice_notify.ledger import LedgerState
 DAY = dt.date(2026, 11, 26)
 ALL_DAY = CallingHours(start=dt.time(0), end=None)
 NOON_UTC = dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC)  # 12:00 in Shanghai
+RETRY_LATER = NOON_UTC + dt.timedelta(minutes=2)  # past the resume grace of a dialing row
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
 DEMO_CONFIG = load_campaign_config(INCLUDE / "demo" / "campaigns.yaml")
-
-
-@pytest.fixture
-def audio_url(s3_bucket: str):
-    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)
-    buffer = io.BytesIO()
-    sf.write(buffer, tone, 8000, subtype="ULAW", format="WAV")
-    client = boto3.client("s3")
-    client.put_object(Bucket=s3_bucket, Key="audio/tone.wav", Body=buffer.getvalue())
-
-    def url(key: str) -> str:
-        return client.generate_presigned_url(
-            "get_object", Params={"Bucket": s3_bucket, "Key": key}, ExpiresIn=3600
-        )
-
-    return url
 
 
 def _crm(engine: sa.Engine, n: int = 6) -> None:
@@ -152,7 +132,12 @@ def test_a_call_left_in_dialing_is_looked_up_not_resent(db_engine, simulator, au
     with db_engine.begin() as conn:
         conn.execute(ledger.dispatch_ledger.update().values(state="dialing", call_id=None))
         stuck = ledger.rows_for_date(conn, DAY)
-    counts = dispatch.dial_rows(db_engine, db_engine, stuck, _ctx(gateway, audio_url))
+    # Right away, the row may still be in another worker's hands: left alone.
+    young = dispatch.dial_rows(db_engine, db_engine, stuck, _ctx(gateway, audio_url))
+    assert young.reasons == {"dialing_in_progress": 1} and young.dialed == 0
+    counts = dispatch.dial_rows(
+        db_engine, db_engine, stuck, _ctx(gateway, audio_url, now=RETRY_LATER)
+    )
     assert counts.dialed == 1
     assert len(_calls(simulator)) == 1
     assert _rows(db_engine)[4].call_id == _calls(simulator)[0]["call_id"]
@@ -240,7 +225,9 @@ def test_a_stuck_call_the_gateway_never_saw_is_rechecked_before_resending(
         conn.execute(sa.text("UPDATE customers SET voice_opt_out = TRUE WHERE id = 1"))
         stuck = ledger.rows_for_date(conn, DAY)
     gateway = SimulatorGateway(simulator.url)
-    counts = dispatch.dial_rows(db_engine, db_engine, stuck, _ctx(gateway, audio_url))
+    counts = dispatch.dial_rows(
+        db_engine, db_engine, stuck, _ctx(gateway, audio_url, now=RETRY_LATER)
+    )
     assert counts.dialed == 1 and counts.reasons == {reasons.OPTED_OUT_BEFORE_DIAL: 1}
     assert [c["metadata"]["notice_id"] for c in _calls(simulator)] == ["2"]
     assert _calls(simulator)[0]["idempotency_key"] == dispatch.idempotency_key(2, DAY, 1)
