@@ -118,7 +118,8 @@ def crm_connection_json(url: str | sa.URL) -> str:
     )
 
 
-def gateway_connection_json(base_url: str) -> str:
+def gateway_connection_json(base_url: str, timeout_s: float = 5.0) -> str:
+    """The ``voice_gateway`` Connection for the simulator's native (HTTP) protocol."""
     host_port = base_url.split("://", 1)[1]
     host, _, port = host_port.partition(":")
     return json.dumps(
@@ -127,7 +128,7 @@ def gateway_connection_json(base_url: str) -> str:
             "host": host,
             "port": int(port) if port else None,
             "schema": "http",
-            "extra": {"kind": "simulator"},
+            "extra": {"kind": "simulator", "timeout_s": timeout_s},
         }
     )
 
