@@ -27,8 +27,9 @@ __all__ = [
 def gateway_from_connection(conn_id: str) -> VoiceGateway:
     """The gateway a ``voice_gateway`` Connection describes.
 
-    The Connection's extra says which adapter (``{"kind": "simulator"}``); host
-    and port say where it listens. Credentials, when an adapter needs them, are
+    The Connection's extra says which adapter (``{"kind": "simulator"}`` or
+    ``{"kind": "sip", "state_dir": ...}``, see ``SipSettings``); host and port say
+    where it listens (for SIP: the trunk). Credentials, when an adapter needs them, are
     the Connection's login and password.
     """
     from airflow.sdk import BaseHook
@@ -60,5 +61,12 @@ def gateway_from_connection(conn_id: str) -> VoiceGateway:
             base_url=extra.get("base_url"),
             status_callback_base=extra.get("status_callback_base"),
             timeout_s=float(extra.get("timeout_s", 10.0)),
+        )
+    if kind == "sip":
+        from voice_notify.gateway.sip import SipGateway, SipSettings
+
+        # host/port are the trunk; login/password answer its digest challenge.
+        return SipGateway(
+            SipSettings.from_connection(conn.host, conn.port, extra, conn.login, conn.password)
         )
     raise ValueError(f"connection {conn_id!r}: unknown gateway kind {kind!r}")
