@@ -19,6 +19,7 @@ import pytest
 
 from tests.text.samples import INCLUDE
 
+
 @pytest.fixture(scope="session")
 def sip_tools() -> None:
     """baresip and sox must be there: `make test` installs them, so missing means broken."""
