@@ -10,7 +10,7 @@ SYSTEM_PACKAGES := espeak-ng sox baresip-core
 # Passed through to the demo: GATEWAY_FAULTS (simulator fault mix, see README).
 export GATEWAY_FAULTS
 
-.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-writeback
+.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -29,7 +29,7 @@ system-deps:
 	fi
 
 demo: install
-	$(PY) -m voice_notify.demo $(if $(DATE),--date $(DATE))
+	$(PY) -m voice_notify.demo $(if $(DATE),--date $(DATE)) $(if $(GATEWAY),--gateway $(GATEWAY))
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -52,3 +52,8 @@ bench-text: install
 # CRM write-back of 100,000 outcomes into PostgreSQL, bulk vs row by row.
 bench-writeback: install
 	$(PY) -m voice_notify.bench_writeback
+
+# Synthesis worker figures (printed): overhead per item on a 500-item espeak-ng batch,
+# segment-cache share on the demo campaign, speaker-similarity calibration.
+bench-synthesis: install
+	$(PY) -m synthesis.bench all

@@ -11,24 +11,24 @@ run for the same date places no new calls: the ledger lives in the CRM file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from voice_notify import demo_crm, localrun
+from voice_notify import demo_crm, ledger, localrun
+from voice_notify.phone import InvalidPhoneNumber, to_e164
 
 DAG_ID = "voice_notice_daily"
 RECONCILE_DAG_ID = "voice_notice_reconcile"
-
-
-def _count_lines(path: Path) -> int:
-    return sum(1 for _ in path.open(encoding="utf-8")) if path.exists() else 0
 
 
 def _copy_outputs(s3_url: str, bucket: str, report_key: str, out_dir: Path) -> dict:
@@ -61,7 +61,90 @@ def _copy_outputs(s3_url: str, bucket: str, report_key: str, out_dir: Path) -> d
     return {"report": report, "copied": copied}
 
 
-def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
+def _call_attempts(crm_url: str) -> list[sa.Row]:
+    engine = sa.create_engine(crm_url)
+    try:
+        ledger.ensure_schema(engine)
+        with engine.connect() as conn:
+            return conn.execute(sa.select(ledger.call_attempts)).all()
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _gateway(kind: str, state_dir: Path, crm_url: str, seed: int) -> Iterator[dict[str, str]]:
+    """Start the callee side of the chosen gateway; yields the environment it needs."""
+    if kind == "simulator":
+        from voice_notify.gateway.simulator import start_simulator
+
+        with start_simulator(state_dir / "gateway", seed=seed, call_seconds=0.3) as sim:
+            faults = os.environ.get("GATEWAY_FAULTS") or "none"
+            print(f"gateway simulator: {sim.url} (faults: {faults})")
+            yield {
+                "AIRFLOW_CONN_VOICE_GATEWAY": localrun.gateway_connection_json(sim.url, 2.0),
+            }
+        return
+    from voice_notify.gateway.sip_callee import start_sip_callee
+
+    engine = sa.create_engine(crm_url)
+    with engine.connect() as conn:
+        phones = conn.execute(sa.select(demo_crm.customers.c.phone)).scalars().all()
+    engine.dispose()
+    numbers = []
+    for phone in phones:
+        try:
+            numbers.append(to_e164(phone))
+        except InvalidPhoneNumber:
+            continue
+    with start_sip_callee(state_dir / "sip" / "callee", numbers, ring_s=0.5) as callee:
+        print(f"SIP test callee: sip:<number>@127.0.0.1:{callee.port} ({len(numbers)} numbers)")
+        connection = {
+            "conn_type": "generic",
+            "host": "127.0.0.1",
+            "port": callee.port,
+            "extra": {
+                "kind": "sip",
+                "state_dir": str(state_dir / "sip" / "gateway"),
+                "transport": "udp",
+                "caller_id": "+861095555",
+                "codecs": "PCMU,PCMA",
+                "setup_timeout_s": 5,
+                "ring_timeout_s": 10,
+                "max_call_s": 120,
+                "dtmf_grace_s": 2,
+                "max_calls": 16,
+                "rtp_ports": "20000-29999",
+            },
+        }
+        yield {
+            "AIRFLOW_CONN_VOICE_GATEWAY": json.dumps(connection),
+            # Whole notices last 15-25 s on a real line.
+            "VOICE_NOTIFY_CALL_TIMEOUT_S": "900",
+        }
+
+
+def _sip_matches(state_dir: Path, s3_url: str, attempts: Sequence[sa.Row]) -> list[dict]:
+    """For each answered SIP call: does the callee's recording equal the audio sent?"""
+    import boto3
+
+    from voice_notify.gateway.sip_callee import compare_answered_calls
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    sent = {
+        a.call_id: client.get_object(Bucket="voice-notify", Key=a.audio_key)["Body"].read()
+        for a in attempts
+        if a.call_id and a.audio_key
+    }
+    return [m.as_dict() for m in compare_answered_calls(state_dir / "sip" / "callee", sent)]
+
+
+def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simulator") -> int:
     started = time.monotonic()
     state_dir.mkdir(parents=True, exist_ok=True)
     crm_path = state_dir / "crm.sqlite"
@@ -71,33 +154,41 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
         f"demo CRM: {crm_path} ({'seeded' if seeded['seeded'] else 'existing'}, "
         f"{seeded['customers']} customers)"
     )
-    calls_log = state_dir / "gateway" / "calls.jsonl"
-    calls_before = _count_lines(calls_log)
-    with localrun.services(state_dir, seed=seed) as (s3, simulator):
-        print(f"local S3 endpoint: {s3.url}; gateway simulator: {simulator.url}")
+    attempts_before = {a.id for a in _call_attempts(crm_url)}
+    logs = state_dir / "logs"
+    date_text = campaign_date.isoformat()
+    matches: list[dict] = []
+    with (
+        localrun.services(state_dir) as s3,
+        _gateway(gateway, state_dir, crm_url, seed) as gateway_env,
+    ):
+        print(f"local S3 endpoint: {s3.url}")
         env = localrun.airflow_environment(
             state_dir,
             crm_url=crm_url,
             s3=s3,
-            gateway_url=simulator.url,
-            extra={"VOICE_NOTIFY_RETRY_DELAY_S": "5"},
+            gateway_url="http://127.0.0.1:1",
+            extra={"VOICE_NOTIFY_RETRY_DELAY_S": "5", **gateway_env},
         )
         localrun.prepare_airflow(env)
-        date_text = campaign_date.isoformat()
         print(f"running: airflow dags test {DAG_ID} {date_text}")
-        logs = state_dir / "logs"
         localrun.dags_test(env, DAG_ID, date_text, logs / f"dags-test-{date_text}.log")
         state = localrun.dag_run_state(env, DAG_ID, date_text)
-        # Late outcomes and redials: the demo's campaign file redials at once,
-        # at most twice, so one reconcile run settles every notice.
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-        print(f"running: airflow dags test {RECONCILE_DAG_ID} {now}")
-        localrun.dags_test(env, RECONCILE_DAG_ID, now, logs / f"reconcile-{date_text}.log")
-        reconcile_state = localrun.dag_run_state(env, RECONCILE_DAG_ID, now[:10])
+        # Late outcomes and redials: the demo's campaign file redials at once, at
+        # most twice; a fault mix can need another pass (bounded).
+        for n in range(3):
+            now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+            print(f"running: airflow dags test {RECONCILE_DAG_ID} {now}")
+            localrun.dags_test(env, RECONCILE_DAG_ID, now, logs / f"reconcile-{date_text}-{n}.log")
+            reconcile_state = localrun.dag_run_state(env, RECONCILE_DAG_ID, now[:10])
+            if _all_settled(crm_url, campaign_date):
+                break
         out_dir = state_dir / "output" / date_text
         copied = _copy_outputs(s3.url, "voice-notify", f"reports/{date_text}/report.json", out_dir)
+        new_attempts = [a for a in _call_attempts(crm_url) if a.id not in attempts_before]
+        if gateway == "sip":
+            matches = _sip_matches(state_dir, s3.url, new_attempts)
     report = copied["report"]
-    calls_now = _count_lines(calls_log) - calls_before
     wall = time.monotonic() - started
     print()
     print(
@@ -105,7 +196,7 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
         f"wall time {wall:.1f} s"
     )
     print(f"  {RECONCILE_DAG_ID}: {reconcile_state}")
-    print(f"  calls placed by this run: {calls_now} (simulator log {calls_log})")
+    print(f"  calls placed by this run: {len(new_attempts)} (gateway: {gateway})")
     for title, counts in (
         ("by state", report["by_state"]),
         ("by outcome", report["by_outcome"]),
@@ -121,7 +212,28 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int) -> int:
         f"  audio: {out_dir / 'audio'} ({copied['copied']} new files); "
         f"report: {out_dir / 'report.json'}"
     )
-    return 0 if state == reconcile_state == "success" else 1
+    if gateway == "sip":
+        good = sum(m["matches"] for m in matches)
+        print(f"  SIP recordings equal to the audio sent: {good} of {len(matches)} answered calls")
+        for m in matches:
+            print(
+                f"    {m['call_id'][:16]} {m['behaviour']:<24} sent {m['sent_s']:.2f} s "
+                f"ncc {m['ncc']:.4f} frames {m['equal_frames']}/{m['active_frames']}"
+                f"{'' if m['matches'] else '  MISMATCH ' + str(m['problem'])}"
+            )
+        (out_dir / "sip_matches.json").write_text(json.dumps(matches, indent=2))
+    ok = state == reconcile_state == "success" and all(m["matches"] for m in matches)
+    return 0 if ok else 1
+
+
+def _all_settled(crm_url: str, campaign_date: dt.date) -> bool:
+    engine = sa.create_engine(crm_url)
+    try:
+        with engine.connect() as conn:
+            rows = ledger.rows_for_date(conn, campaign_date)
+    finally:
+        engine.dispose()
+    return all(ledger.LedgerState(r.state).terminal for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,11 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=localrun.REPO_ROOT / ".demo")
     parser.add_argument("--date", type=dt.date.fromisoformat, default=dt.date.today())
     parser.add_argument("--seed", type=int, default=7, help="seed of the simulated call outcomes")
+    parser.add_argument(
+        "--gateway",
+        choices=("simulator", "sip"),
+        default="simulator",
+        help="simulator (HTTP protocol) or sip (SIP trunk calls to a local baresip callee)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("espeak-ng") is None:
         print("espeak-ng is missing: run `make demo` (it installs it) or apt-get install espeak-ng")
         return 2
-    return run(args.state_dir.resolve(), args.date, args.seed)
+    return run(args.state_dir.resolve(), args.date, args.seed, args.gateway)
 
 
 if __name__ == "__main__":

@@ -235,13 +235,10 @@ def dag_run_state(env: Mapping[str, str], dag_id: str, logical_date: str) -> str
 
 
 @contextlib.contextmanager
-def services(state_dir: Path, seed: int = 7, call_seconds: float = 0.3) -> Iterator[tuple]:
-    """S3 endpoint and gateway simulator for one demo or test session."""
-    from voice_notify.gateway.simulator import start_simulator
-
+def services(state_dir: Path) -> Iterator[S3Endpoint]:
+    """The local S3 endpoint for one demo or test session (stopped on exit)."""
     s3 = start_s3(state_dir / "logs" / "s3.log")
     try:
-        with start_simulator(state_dir / "gateway", seed=seed, call_seconds=call_seconds) as sim:
-            yield s3, sim
+        yield s3
     finally:
         s3.stop()
