@@ -115,7 +115,20 @@ def voice_notice_daily():
         return pipeline.report(_campaign_date())
 
     batches = plan(extract())
-    dialed = dial.expand(synthesized=synthesize.expand(batch_key=batches))
+    if get_settings().synthesis_mode == "kubernetes":
+        # The same mapped task on the GPU node pool: one pod per batch (voice_notify.pods).
+        from voice_notify.pods import SynthesisPodOperator
+
+        synthesized = (
+            SynthesisPodOperator.partial(
+                task_id="synthesize", pool="cosyvoice_gpu", map_index_template="{{ batch_label }}"
+            )
+            .expand(batch_key=batches)
+            .output
+        )
+    else:
+        synthesized = synthesize.expand(batch_key=batches)
+    dialed = dial.expand(synthesized=synthesized)
     dialed >> wait_for_calls >> reconcile() >> report()
 
 

@@ -65,13 +65,26 @@ class ResultItem:
     detail: str | None = None
     resumed: bool = False  # the audio existed already: nothing was synthesized
     synth_seconds: float = 0.0
+    # Added with the quality gate and labels; all optional, older lines still parse.
+    engine_seconds: float = 0.0  # time inside the engine (the rest is worker overhead)
+    fallback: bool = False  # rendered by the fallback engine
+    attempts: int = 0  # renderings tried: 1 = first, 2 = other seed, 3 = fallback engine
+    qc: dict[str, Any] | None = None  # quality-gate metrics of the published rendering
+    labels: dict[str, Any] | None = None  # spoken label (source, rate) and implicit label
+    master_key: str | None = None  # the 24 kHz PCM16 master
+    segment_seeds: list[int] | None = None  # the seed of every segment, in order
+    speech_audio_s: float = 0.0  # seconds of speech in the notice
+    cached_audio_s: float = 0.0  # of which served from the segment cache
+    warnings: list[str] | None = None  # repaired problems, e.g. segment_cache_corrupt
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, line: str) -> ResultItem:
-        return cls(**json.loads(line))
+        raw = json.loads(line)
+        known = cls.__dataclass_fields__
+        return cls(**{name: value for name, value in raw.items() if name in known})
 
 
 def item_seed(notice_id: int, campaign_date: str) -> int:

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SynthesisMode(StrEnum):
+    """Where the ``synthesize`` task runs the worker CLI."""
+
+    LOCAL = "local"  # a subprocess on the Airflow worker (the demo, espeak-ng)
+    KUBERNETES = "kubernetes"  # a pod on the GPU node pool (CosyVoice3)
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,13 @@ class Settings:
     reconcile_schedule: str | None
     task_retries: int
     retry_delay_s: float
+    # Synthesis (added with the GPU pods): where the worker runs and with what.
+    synthesis_mode: SynthesisMode = SynthesisMode.LOCAL
+    synthesis_engine: str = "espeak"
+    synthesis_fallback_engine: str = "espeak"
+    synthesis_image: str = "voice-notify/synthesis:0.1.0"
+    synthesis_namespace: str = "voice-notify"
+    synthesis_model_dir: str = "/models/Fun-CosyVoice3-0.5B-2512"
 
     def __post_init__(self) -> None:
         if not self.include_dir.is_dir():
@@ -52,6 +67,8 @@ class Settings:
         if self.presign_expiry_s < 3600:
             # A presigned URL must outlive the gateway's queue; an hour is the floor.
             raise ValueError("VOICE_NOTIFY_PRESIGN_EXPIRY_S must be at least 3600")
+        if self.synthesis_engine not in ("espeak", "cosyvoice3"):
+            raise ValueError("VOICE_NOTIFY_SYNTHESIS_ENGINE must be espeak or cosyvoice3")
 
 
 def _schedule(cron: str) -> str | None:
@@ -91,4 +108,14 @@ def get_settings() -> Settings:
         # Airflow retries of every task; the demo and tests shorten the delay.
         task_retries=int(env("VOICE_NOTIFY_TASK_RETRIES", "2")),
         retry_delay_s=float(env("VOICE_NOTIFY_RETRY_DELAY_S", "120")),
+        # local: the worker runs beside Airflow; kubernetes: one GPU pod per batch.
+        synthesis_mode=SynthesisMode(env("VOICE_NOTIFY_SYNTHESIS_MODE", "local").lower()),
+        # espeak-ng everywhere; cosyvoice3 only where the weights are mounted.
+        synthesis_engine=env("VOICE_NOTIFY_SYNTHESIS_ENGINE", "espeak"),
+        synthesis_fallback_engine=env("VOICE_NOTIFY_SYNTHESIS_FALLBACK_ENGINE", "espeak"),
+        synthesis_image=env("VOICE_NOTIFY_SYNTHESIS_IMAGE", "voice-notify/synthesis:0.1.0"),
+        synthesis_namespace=env("VOICE_NOTIFY_SYNTHESIS_NAMESPACE", "voice-notify"),
+        synthesis_model_dir=env(
+            "VOICE_NOTIFY_SYNTHESIS_MODEL_DIR", "/models/Fun-CosyVoice3-0.5B-2512"
+        ),
     )

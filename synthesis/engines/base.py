@@ -7,13 +7,15 @@ configuration error before it touches any item.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import os
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from synthesis.manifest import VoiceSpec
+    from synthesis.instructs import Instruct
     from synthesis.text import Segment
+    from synthesis.voices import VoiceProfile
 
 
 class EngineUnavailable(RuntimeError):
@@ -33,6 +35,8 @@ class SynthesisEngine(Protocol):
     """Text segments in, mono float32 audio out."""
 
     name: str
+    #: True when the engine has no voice of its own and needs a reference recording.
+    needs_prompt: bool
 
     @property
     def version(self) -> str:
@@ -46,15 +50,48 @@ class SynthesisEngine(Protocol):
         """Check and load what the engine needs; raise ``EngineUnavailable`` if it cannot."""
         ...
 
-    def synthesize(self, segment: Segment, voice: VoiceSpec, seed: int) -> np.ndarray:
-        """Audio for one segment, float32 in [-1, 1] at ``sample_rate``."""
+    def synthesize(
+        self,
+        segment: Segment,
+        voice: VoiceProfile,
+        seed: int,
+        *,
+        instruct: Instruct | None = None,
+        speed: float = 1.0,
+    ) -> np.ndarray:
+        """Audio for one segment, float32 in [-1, 1] at ``sample_rate``.
+
+        :param seed: the random seed of this rendering (recorded in the result)
+        :param instruct: a dialect or tone, for engines that take one
+        :param speed: speaking-rate factor (1.0 = the engine's natural rate)
+        """
         ...
 
 
-def make_engine(name: str) -> SynthesisEngine:
-    """The engine called ``name`` (not loaded yet)."""
+ENGINES = ("espeak", "cosyvoice3")
+
+
+def make_engine(name: str, **options: Any) -> SynthesisEngine:
+    """The engine called ``name`` (not loaded yet).
+
+    :param options: ``model_dir`` and ``cosyvoice_root`` for ``cosyvoice3``
+        (defaults: ``$VOICE_NOTIFY_MODEL_DIR``, ``$VOICE_NOTIFY_COSYVOICE_ROOT``)
+    """
     if name == "espeak":
         from synthesis.engines.espeak import EspeakEngine
 
         return EspeakEngine()
-    raise EngineUnavailable(f"unknown synthesis engine {name!r}; known: espeak")
+    if name == "cosyvoice3":
+        from synthesis.engines.cosyvoice3 import CosyVoice3Engine
+
+        model_dir = options.get("model_dir") or os.environ.get("VOICE_NOTIFY_MODEL_DIR")
+        if not model_dir:
+            raise EngineUnavailable(
+                "cosyvoice3 needs a local model directory: --model-dir or VOICE_NOTIFY_MODEL_DIR"
+            )
+        return CosyVoice3Engine(
+            model_dir,
+            cosyvoice_root=options.get("cosyvoice_root")
+            or os.environ.get("VOICE_NOTIFY_COSYVOICE_ROOT"),
+        )
+    raise EngineUnavailable(f"unknown synthesis engine {name!r}; known: {', '.join(ENGINES)}")

@@ -8,6 +8,7 @@ frontend decides the voice and the input for each segment.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,16 +21,22 @@ import soundfile as sf
 from synthesis.engines.base import EngineUnavailable, SegmentRejected
 
 if TYPE_CHECKING:
-    from synthesis.manifest import VoiceSpec
+    from synthesis.instructs import Instruct
     from synthesis.text import Segment
+    from synthesis.voices import VoiceProfile
 
 _REQUIRED_VOICES = ("cmn-latn-pinyin", "yue", "en-us")
+#: espeak-ng's default rate in words per minute; ``speed`` scales it.
+_DEFAULT_WPM = 175
+_MIN_WPM, _MAX_WPM = 80, 450
+_VARIANT = re.compile(r"^[a-z0-9_]{1,16}$")
 
 
 class EspeakEngine:
     """espeak-ng through its command line (``-w`` file output; ``--stdout`` misreports length)."""
 
     name = "espeak"
+    needs_prompt = False
 
     def __init__(self, binary: str = "espeak-ng", timeout_s: float = 30.0) -> None:
         self._binary = binary
@@ -66,18 +73,36 @@ class EspeakEngine:
         self._path = path
         self._version = "espeak-ng " + out.stdout.split("Data at")[0].strip().split()[-1]
 
-    def synthesize(self, segment: Segment, voice: VoiceSpec, seed: int) -> np.ndarray:
+    def synthesize(
+        self,
+        segment: Segment,
+        voice: VoiceProfile,
+        seed: int,
+        *,
+        instruct: Instruct | None = None,
+        speed: float = 1.0,
+    ) -> np.ndarray:
+        """espeak-ng is deterministic: ``seed`` changes nothing, ``instruct`` is not applied.
+
+        A profile's ``espeak_variant`` (``f3``, ``m2``, ...) picks one of espeak-ng's voice
+        variants: the demo's stand-ins for distinct speakers.
+        """
         from synthesis.text import render_espeak
 
         if self._path is None:
             raise EngineUnavailable("EspeakEngine.load() was not called")
         espeak_voice, text = render_espeak(segment)
-        if not text.strip():
+        if not text.strip(" ,."):
             raise SegmentRejected("empty_segment", "the segment has nothing to speak")
+        if voice.espeak_variant:
+            if not _VARIANT.match(voice.espeak_variant):
+                raise SegmentRejected("voice_profile_unreadable", "bad espeak_variant")
+            espeak_voice = f"{espeak_voice}+{voice.espeak_variant}"
+        wpm = min(_MAX_WPM, max(_MIN_WPM, round(_DEFAULT_WPM * speed)))
         with tempfile.TemporaryDirectory(prefix="espeak-") as tmp:
             wav_path = Path(tmp) / "segment.wav"
             proc = subprocess.run(
-                [self._path, "-v", espeak_voice, "-w", str(wav_path), "--stdin"],
+                [self._path, "-v", espeak_voice, "-s", str(wpm), "-w", str(wav_path), "--stdin"],
                 input=text,
                 capture_output=True,
                 text=True,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from synthesis import worker
+from synthesis import labels, worker
 from synthesis.manifest import BatchItem, ResultItem, item_seed, parse_results
 from synthesis.text import NoticeComposer
 
@@ -62,7 +62,9 @@ def test_a_batch_becomes_telephone_audio(s3_bucket: str, tmp_path: Path) -> None
     xcom = tmp_path / "return.json"
     code = worker.main(["--batch", f"s3://{s3_bucket}/{BATCH_KEY}", "--xcom-file", str(xcom)])
     assert code == worker.EXIT_OK
-    assert json.loads(xcom.read_text())["ok"] == 3
+    summary = json.loads(xcom.read_text())
+    assert summary["ok"] == 3
+    assert (summary["batch_key"], summary["results_key"]) == (BATCH_KEY, RESULTS_KEY)
     results = _results(s3_bucket)
     assert {r.status for r in results.values()} == {"ok"}
     client = boto3.client("s3")
@@ -75,6 +77,23 @@ def test_a_batch_becomes_telephone_audio(s3_bucket: str, tmp_path: Path) -> None
         assert np.sqrt(np.mean(audio**2)) > 0.01  # speech, not silence
         assert abs(info.duration - result.duration_s) < 0.01
         assert info.duration > 3
+        # Both AI labels: the disclosure spoken first, the AIGC metadata in the file.
+        assert result.labels["source"] == "template"
+        assert labels.in_rate_window(result.labels["rate_per_min"])
+        assert labels.read_implicit_label(data)["ProduceID"] == str(result.ledger_id)
+        assert result.qc["loudness_lufs"] is not None and not result.fallback
+        master = client.get_object(Bucket=s3_bucket, Key=result.master_key)["Body"].read()
+        assert sf.info(io.BytesIO(master)).samplerate == 24000
+
+
+def test_alaw_is_selectable(s3_bucket: str) -> None:
+    _put_batch(s3_bucket, _items()[:1])
+    args = ["--batch", f"s3://{s3_bucket}/{BATCH_KEY}", "--law", "ALAW", "--no-master"]
+    assert worker.main(args) == worker.EXIT_OK
+    (result,) = _results(s3_bucket).values()
+    data = boto3.client("s3").get_object(Bucket=s3_bucket, Key=result.audio_key)["Body"].read()
+    assert sf.info(io.BytesIO(data)).subtype == "ALAW"
+    assert result.master_key is None
 
 
 def test_a_rerun_resumes_by_content_address(s3_bucket: str) -> None:
