@@ -62,7 +62,15 @@ class CallOutcomesSensor(BaseSensorOperator):
         return self._check_or_defer(context, deadline.isoformat())
 
     def resume(self, context: Any, event: Any = None, deadline: str = "") -> Any:
-        return self._check_or_defer(context, deadline)
+        # `airflow dags test` hands back only the trigger's event, not the kwargs
+        # given to defer(): fall back to the task's start, which a deferral keeps.
+        return self._check_or_defer(context, deadline or self._deadline_from_start(context))
+
+    def _deadline_from_start(self, context: Any) -> str:
+        started = getattr(context.get("ti"), "start_date", None) or dt.datetime.now(dt.UTC)
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=dt.UTC)
+        return (started + dt.timedelta(seconds=self.max_wait_s)).isoformat()
 
     def _check_or_defer(self, context: Any, deadline: str) -> None:
         from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
