@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -44,6 +45,25 @@ def _expected_notices(engine: sa.Engine) -> set[int]:
     }
 
 
+def _assert_no_phone_number_in_logs(engine: sa.Engine, log_dir: Path) -> None:
+    """Every task log of the run, searched for every customer's number in any form."""
+    with engine.connect() as conn:
+        phones = [p for p in conn.execute(sa.select(demo_crm.customers.c.phone)).scalars() if p]
+    forms = set()
+    for phone in phones:
+        digits = re.sub(r"\D", "", phone)
+        forms.update({phone, digits, digits[-11:], "+86" + digits[-11:]})
+    forms = {f for f in forms if len(re.sub(r"\D", "", f)) >= 7}
+    logs = sorted(log_dir.glob("*.log"))
+    assert logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        if log.name == "daily.log":
+            assert "+86*******" in text  # numbers are logged, masked
+        leaked = sorted(f for f in forms if f in text)
+        assert leaked == [], f"{log.name} shows phone numbers: {leaked[:3]}"
+
+
 def _run_campaign(env: dict[str, str], log_dir: Path) -> None:
     """The daily run for DAY, then one reconcile run (late outcomes and redials)."""
     localrun.dags_test(env, "voice_notice_daily", DAY.isoformat(), log_dir / "daily.log")
@@ -65,6 +85,7 @@ def test_daily_campaign_end_to_end(backend, tmp_path, campaign_env, simulator, s
         expected = _expected_notices(engine)
         env = campaign_env(url.render_as_string(hide_password=False))
         _run_campaign(env, tmp_path / "first")
+        _assert_no_phone_number_in_logs(engine, tmp_path / "first")
         with engine.connect() as conn:
             rows = ledger.rows_for_date(conn, DAY)
             notices = {r.id: r for r in conn.execute(sa.select(demo_crm.notices))}
