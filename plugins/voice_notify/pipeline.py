@@ -262,8 +262,11 @@ def redial_due(dates: list[dt.date]) -> dict[str, Any]:
 
 
 def report(campaign_date: dt.date) -> dict[str, Any]:
-    """Counts of the date by state, reason and outcome, stored as JSON (rewritten each time)."""
+    """The date's report as JSON (machines) and HTML (people) beside it, rewritten each time;
+    also records each notice's synthesis in the audit table (``voice_notify.audit``)."""
+    from voice_notify import audit
     from voice_notify.report import campaign_report
+    from voice_notify.report_html import render
 
     engine = _ledger_engine()
     with engine.connect() as conn:
@@ -273,9 +276,26 @@ def report(campaign_date: dt.date) -> dict[str, Any]:
                 ledger.call_attempts.c.campaign_date == campaign_date
             )
         ).all()
-    body = campaign_report(rows, attempts, campaign_date)
+    results, voices = audit.synthesis_of_date(campaign_date)
+    audit.ensure_view(engine)
+    with engine.begin() as conn:
+        audit.record_synthesis(conn, rows, results, voices)
+    body = campaign_report(rows, attempts, campaign_date, results)
     key = storage.write_bytes(
         storage.report_key(campaign_date),
         json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8"),
     )
-    return {"key": key, "notices": body["notices"], "by_state": body["by_state"]}
+    html_key = key.removesuffix(".json") + ".html"
+    storage.s3_hook().get_conn().put_object(
+        Bucket=get_settings().bucket,
+        Key=html_key,
+        Body=render(body).encode("utf-8"),
+        ContentType="text/html; charset=utf-8",
+    )
+    log.info("report %s: s3://%s/%s", campaign_date, get_settings().bucket, html_key)
+    return {
+        "key": key,
+        "html_key": html_key,
+        "notices": body["notices"],
+        "by_state": body["by_state"],
+    }

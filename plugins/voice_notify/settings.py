@@ -55,6 +55,9 @@ class Settings:
     synthesis_image: str = "voice-notify/synthesis:0.1.0"
     synthesis_namespace: str = "voice-notify"
     synthesis_model_dir: str = "/models/Fun-CosyVoice3-0.5B-2512"
+    # Privacy (added with voice profiles): how long audio is kept, when the purge runs.
+    audio_retention_days: int = 90
+    retention_schedule: str | None = "30 3 * * *"
 
     def __post_init__(self) -> None:
         if not self.include_dir.is_dir():
@@ -69,6 +72,9 @@ class Settings:
             raise ValueError("VOICE_NOTIFY_PRESIGN_EXPIRY_S must be at least 3600")
         if self.synthesis_engine not in ("espeak", "cosyvoice3"):
             raise ValueError("VOICE_NOTIFY_SYNTHESIS_ENGINE must be espeak or cosyvoice3")
+        if self.audio_retention_days < 1:
+            # Audio of today's calls is still being dialled and redialled.
+            raise ValueError("VOICE_NOTIFY_AUDIO_RETENTION_DAYS must be at least 1")
 
 
 def _schedule(cron: str) -> str | None:
@@ -118,4 +124,8 @@ def get_settings() -> Settings:
         synthesis_model_dir=env(
             "VOICE_NOTIFY_SYNTHESIS_MODEL_DIR", "/models/Fun-CosyVoice3-0.5B-2512"
         ),
+        # Audio (telephone files, masters, segment cache) older than this many days
+        # before the retention run's logical date is deleted; the ledger is kept.
+        audio_retention_days=int(env("VOICE_NOTIFY_AUDIO_RETENTION_DAYS", "90")),
+        retention_schedule=_schedule(env("VOICE_NOTIFY_RETENTION_SCHEDULE", "30 3 * * *")),
     )

@@ -1,0 +1,54 @@
+"""voice_audio_retention: delete call audio past its retention period, keep the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import dag, get_current_context, task
+
+from voice_notify.settings import get_settings
+
+DOC = """
+### Audio retention
+
+**Owner:** voice-notify team. **Runs:** daily at 03:30 UTC
+(`VOICE_NOTIFY_RETENTION_SCHEDULE`). Needs the ledger Connection and `voice_notify_s3`.
+
+`purge_audio` deletes the audio objects (`audio/`, `masters/`, `segments/`) last
+written before midnight UTC of the logical date minus
+`VOICE_NOTIFY_AUDIO_RETENTION_DAYS` (default 90), except audio of notices not settled
+yet. Each deletion is recorded in `audio_deletions` first and confirmed after; the
+date's list also goes to `retention/<date>/deleted.jsonl`. The dispatch ledger is not
+touched: the audit view shows when each notice's audio was deleted.
+
+**Rerunning** or backfilling a date is safe: the cutoff comes from the logical date,
+never from the clock, and what is gone is not listed again.
+"""
+
+
+@dag(
+    dag_id="voice_audio_retention",
+    schedule=get_settings().retention_schedule,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["voice-notify", "privacy", "retention"],
+    default_args={
+        "owner": "voice-notify",
+        "retries": get_settings().task_retries,
+        "retry_delay": dt.timedelta(seconds=get_settings().retry_delay_s),
+    },
+)
+def voice_audio_retention():
+    @task
+    def purge_audio() -> dict:
+        from voice_notify import retention
+
+        logical = get_current_context()["logical_date"]
+        return retention.run(dt.date(logical.year, logical.month, logical.day))
+
+    purge_audio()
+
+
+voice_audio_retention()

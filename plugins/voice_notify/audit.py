@@ -1,0 +1,330 @@
+"""The audit trail per notice: which voice, on which consent, rendered how, called when.
+
+Two parts in the ledger database:
+
+- table ``notice_voice_audit``, one row per ledger row: the voice profile and consent
+  id chosen at plan time (:func:`record_voice_choice`), and what the worker reported
+  (engine, seed, fallback, labels, QC, synthesis seconds; :func:`record_synthesis`,
+  filled by the ``report`` step from the result manifests);
+- view ``notice_audit`` (:func:`ensure_view`): the ledger row joined with that row, the
+  consent record, every call attempt (one view row per attempt) and the audio's
+  deletion by the retention DAG.
+
+The CLI prints one notice as JSON for a compliance officer::
+
+    python -m voice_notify.audit --notice-id 42 [--date 2026-11-26] [--db-url URL]
+
+Without ``--db-url`` it uses the ledger's Airflow Connection. The ledger holds no phone
+numbers; every string printed still passes through ``mask_phone`` wherever it looks
+like one, so an id that happens to carry a number cannot leak it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from voice_notify import ledger, retention, voice_profiles
+from voice_notify.phone import mask_phone
+
+VIEW = "notice_audit"
+_PHONE_LIKE = re.compile(r"(?<![\w])\+?\d{7,15}(?![\w])")
+
+metadata = sa.MetaData()
+
+notice_voice_audit = sa.Table(
+    "notice_voice_audit",
+    metadata,
+    sa.Column("ledger_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("notice_id", sa.Integer, nullable=False),
+    sa.Column("campaign_date", sa.Date, nullable=False),
+    sa.Column("voice_profile", sa.String(64)),
+    sa.Column("consent_id", sa.String(64)),
+    sa.Column("instruct", sa.String(64)),
+    sa.Column("engine", sa.String(64)),
+    sa.Column("seed", sa.BigInteger),
+    sa.Column("fallback", sa.Boolean),
+    sa.Column("synthesis_status", sa.String(16)),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("labels", sa.Text),  # JSON
+    sa.Column("qc", sa.Text),  # JSON
+    sa.Column("synth_seconds", sa.Float),
+    sa.Column("speech_audio_s", sa.Float),
+    sa.Column("cached_audio_s", sa.Float),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Index("ix_voice_audit_notice", "notice_id", "campaign_date"),
+)
+
+_VIEW_SELECT = """
+SELECT l.id AS ledger_id, l.notice_id, l.campaign_date, l.customer_id, l.notice_type,
+       l.locale, l.state, l.reason_code, l.outcome AS notice_outcome, l.attempt AS attempts,
+       l.audio_key, COALESCE(v.engine, l.engine) AS engine, COALESCE(v.seed, l.seed) AS seed,
+       v.voice_profile, v.consent_id, v.instruct, v.fallback, v.synthesis_status,
+       v.error_code AS synthesis_error, v.labels, v.qc, v.synth_seconds,
+       c.consented_by, c.granted_on AS consent_granted_on,
+       c.expires_on AS consent_expires_on, c.revoked_at AS consent_revoked_at,
+       c.revoked_reason AS consent_revoked_reason, c.document_ref AS consent_document_ref,
+       a.attempt, a.idempotency_key, a.gateway, a.call_id, a.outcome AS attempt_outcome,
+       a.key_pressed, a.answered_by, a.dialing_started_at, a.dialed_at, a.ended_at,
+       d.deleted_at AS audio_deleted_at
+FROM dispatch_ledger l
+LEFT JOIN notice_voice_audit v ON v.ledger_id = l.id
+LEFT JOIN voice_consents c ON c.consent_id = v.consent_id
+LEFT JOIN call_attempts a ON a.ledger_id = l.id
+LEFT JOIN (
+    SELECT object_key, MAX(deleted_at) AS deleted_at FROM audio_deletions GROUP BY object_key
+) d ON d.object_key = l.audio_key
+"""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def ensure_view(engine: sa.Engine, *, replace: bool = False) -> None:
+    """Create the tables the view reads (where missing) and the view ``notice_audit``.
+
+    :param replace: recreate the view even if it exists (after its definition changed);
+        by default an existing view is left alone, so concurrent report tasks do not
+        race on DDL
+    """
+    ledger.ensure_schema(engine)
+    voice_profiles.ensure_schema(engine)
+    retention.ensure_schema(engine)
+    metadata.create_all(engine)
+    if not replace and VIEW in sa.inspect(engine).get_view_names():
+        return
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":  # no CREATE OR REPLACE VIEW
+            conn.execute(sa.text(f"DROP VIEW IF EXISTS {VIEW}"))
+            conn.execute(sa.text(f"CREATE VIEW {VIEW} AS {_VIEW_SELECT}"))
+        else:
+            conn.execute(sa.text(f"CREATE OR REPLACE VIEW {VIEW} AS {_VIEW_SELECT}"))
+
+
+def _upsert(conn: sa.Connection, key: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Insert the row if absent, then set ``values`` (fields left None are not touched)."""
+    now = _utcnow()
+    conn.execute(
+        ledger.insert_ignoring_duplicates(conn, notice_voice_audit, ("ledger_id",)),
+        {**key, "updated_at": now},
+    )
+    changes = {k: v for k, v in values.items() if v is not None}
+    if changes:
+        conn.execute(
+            notice_voice_audit.update()
+            .where(notice_voice_audit.c.ledger_id == key["ledger_id"])
+            .values(**changes, updated_at=now)
+        )
+
+
+def record_voice_choice(
+    conn: sa.Connection,
+    ledger_id: int,
+    notice_id: int,
+    campaign_date: dt.date,
+    decision: voice_profiles.ConsentDecision,
+    instruct: str | None = None,
+) -> None:
+    """What the plan chose for a notice: the profile and the consent it relied on."""
+    _upsert(
+        conn,
+        {"ledger_id": ledger_id, "notice_id": notice_id, "campaign_date": campaign_date},
+        {
+            "voice_profile": decision.profile_id or None,
+            "consent_id": decision.consent_id,
+            "instruct": instruct,
+        },
+    )
+
+
+def record_synthesis(
+    conn: sa.Connection,
+    rows: Iterable[sa.Row],
+    results: Mapping[int, Any],
+    voices: Mapping[int, tuple[str, str | None]] | None = None,
+) -> int:
+    """Store the worker's result per ledger row (``ResultItem`` by ledger id).
+
+    :param voices: ``{ledger_id: (profile, instruct)}`` from the batch manifests
+    """
+    voices = voices or {}
+    stored = 0
+    for row in rows:
+        result = results.get(row.id)
+        profile, instruct = voices.get(row.id, (None, None))
+        if result is None and profile is None:
+            continue
+        values: dict[str, Any] = {"voice_profile": profile, "instruct": instruct}
+        if result is not None:
+            values.update(
+                engine=result.engine,
+                seed=result.seed,
+                fallback=bool(result.fallback),
+                synthesis_status=result.status,
+                error_code=result.error_code,
+                labels=json.dumps(result.labels, ensure_ascii=False) if result.labels else None,
+                qc=json.dumps(result.qc, ensure_ascii=False) if result.qc else None,
+                synth_seconds=result.synth_seconds,
+                speech_audio_s=result.speech_audio_s,
+                cached_audio_s=result.cached_audio_s,
+            )
+        _upsert(
+            conn,
+            {"ledger_id": row.id, "notice_id": row.notice_id, "campaign_date": row.campaign_date},
+            values,
+        )
+        stored += 1
+    return stored
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PHONE_LIKE.sub(lambda m: mask_phone(m.group(0)), value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def _json_field(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def notice_audit(
+    conn: sa.Connection, notice_id: int, campaign_date: dt.date | None = None
+) -> list[dict[str, Any]]:
+    """The audit record of a notice, one entry per campaign date it was planned on."""
+    query = sa.text(
+        f"SELECT * FROM {VIEW} WHERE notice_id = :notice_id"
+        + (" AND campaign_date = :campaign_date" if campaign_date else "")
+        + " ORDER BY campaign_date, attempt"
+    )
+    params: dict[str, Any] = {"notice_id": notice_id}
+    if campaign_date:
+        params["campaign_date"] = campaign_date
+    records: dict[int, dict[str, Any]] = {}
+    for row in conn.execute(query, params).mappings():
+        record = records.get(row["ledger_id"])
+        if record is None:
+            record = records[row["ledger_id"]] = {
+                "notice_id": row["notice_id"],
+                "campaign_date": row["campaign_date"],
+                "customer_id": row["customer_id"],
+                "notice_type": row["notice_type"],
+                "locale": row["locale"],
+                "state": row["state"],
+                "reason_code": row["reason_code"],
+                "outcome": row["notice_outcome"],
+                "voice": {
+                    "profile": row["voice_profile"],
+                    "instruct": row["instruct"],
+                    "consent_id": row["consent_id"],
+                    "consented_by": row["consented_by"],
+                    "consent_document_ref": row["consent_document_ref"],
+                    "consent_granted_on": row["consent_granted_on"],
+                    "consent_expires_on": row["consent_expires_on"],
+                    "consent_revoked_at": row["consent_revoked_at"],
+                    "consent_revoked_reason": row["consent_revoked_reason"],
+                },
+                "synthesis": {
+                    "engine": row["engine"],
+                    "seed": row["seed"],
+                    "status": row["synthesis_status"],
+                    "error_code": row["synthesis_error"],
+                    "fallback": None if row["fallback"] is None else bool(row["fallback"]),
+                    "labels": _json_field(row["labels"]),
+                    "qc": _json_field(row["qc"]),
+                    "synth_seconds": row["synth_seconds"],
+                    "audio_key": row["audio_key"],
+                    "audio_deleted_at": row["audio_deleted_at"],
+                },
+                "attempts": [],
+            }
+        if row["attempt"] is not None:
+            record["attempts"].append(
+                {
+                    "attempt": row["attempt"],
+                    "idempotency_key": row["idempotency_key"],
+                    "gateway": row["gateway"],
+                    "call_id": row["call_id"],
+                    "outcome": row["attempt_outcome"],
+                    "key_pressed": row["key_pressed"],
+                    "answered_by": row["answered_by"],
+                    "dialing_started_at": row["dialing_started_at"],
+                    "dialed_at": row["dialed_at"],
+                    "ended_at": row["ended_at"],
+                }
+            )
+    return [_masked(r) for r in records.values()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="audit record of one notice, as JSON")
+    parser.add_argument("--notice-id", type=int, required=True)
+    parser.add_argument("--date", type=dt.date.fromisoformat, default=None)
+    parser.add_argument("--db-url", default=None, help="ledger database (default: Connection)")
+    args = parser.parse_args(argv)
+    if args.db_url:
+        from voice_notify.db import make_engine
+
+        engine = make_engine(args.db_url)
+    else:
+        from voice_notify import db
+        from voice_notify.settings import get_settings
+
+        engine = db.engine_for(get_settings().ledger_conn_id)
+    ensure_view(engine)
+    with engine.connect() as conn:
+        records = notice_audit(conn, args.notice_id, args.date)
+    json.dump(records, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+    return 0 if records else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def synthesis_of_date(
+    campaign_date: dt.date,
+) -> tuple[dict[int, Any], dict[int, tuple[str, str | None]]]:
+    """The worker's results and each item's voice, from a date's manifests in S3.
+
+    Returns ``({ledger_id: ResultItem}, {ledger_id: (profile, instruct)})`` over every
+    campaign of the date (``campaigns/<date>/<campaign>/{batches,results}/``).
+    """
+    from synthesis.manifest import BatchItem, parse_lines, parse_results
+    from voice_notify import storage
+    from voice_notify.settings import get_settings
+
+    prefix = f"campaigns/{campaign_date.isoformat()}/"
+    keys = storage.s3_hook().list_keys(bucket_name=get_settings().bucket, prefix=prefix) or []
+    results: dict[int, Any] = {}
+    voices: dict[int, tuple[str, str | None]] = {}
+    for key in sorted(keys):
+        if "/results/" in key and key.endswith(".jsonl"):
+            results.update(parse_results(storage.read_bytes(key)))
+        elif "/batches/" in key and key.endswith(".jsonl"):
+            for line in parse_lines(storage.read_bytes(key)):
+                item = BatchItem.from_json(line)
+                voices[item.ledger_id] = (item.voice.profile, item.voice.instruct)
+    return results, voices

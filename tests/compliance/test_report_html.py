@@ -1,0 +1,159 @@
+"""The campaign report: the JSON's new sections and the offline HTML page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthesis.manifest import ResultItem
+from voice_notify.report import campaign_report
+from voice_notify.report_html import render
+
+DAY = dt.date(2026, 11, 26)
+Row = namedtuple("Row", "id notice_id notice_type locale state reason_code outcome audio_key")
+Attempt = namedtuple("Attempt", "call_id outcome")
+
+
+def _campaign():
+    rows = [
+        Row(1, 101, "repayment_reminder", "cmn", "completed", None, "confirmed", "audio/a.wav"),
+        Row(2, 102, "repayment_reminder", "cmn", "failed", "no_answer", "no_answer", "audio/b"),
+        Row(3, 103, "pension_arrival", "yue", "completed", None, "completed", "audio/c.wav"),
+        Row(4, 104, "pension_arrival", "yue", "skipped", "opted_out", None, None),
+        Row(5, 105, "policy_renewal", "en", "skipped", "invalid_phone", None, None),
+        Row(6, 106, "policy_renewal", "cmn", "synthesized", None, None, "audio/d.wav"),
+    ]
+    attempts = [
+        Attempt("c1", "confirmed"),
+        Attempt("c2", "no_answer"),
+        Attempt("c3", "no_answer"),
+        Attempt("c4", "completed"),
+    ]
+    results = {
+        1: ResultItem(1, 101, "ok", "cosyvoice3", 1, "audio/a.wav", 10.0, synth_seconds=2.0,
+                      speech_audio_s=10.0, cached_audio_s=4.0, engine_seconds=1.5),
+        2: ResultItem(2, 102, "ok", "espeak", 2, "audio/b", 8.0, fallback=True,
+                      synth_seconds=0.5, speech_audio_s=8.0, cached_audio_s=0.0),
+        3: ResultItem(3, 103, "ok", "cosyvoice3", 3, "audio/c.wav", 9.0, resumed=True),
+        6: ResultItem(6, 106, "failed", "cosyvoice3", 6, error_code="qc_similarity",
+                      synth_seconds=1.0),
+    }  # fmt: skip
+    return rows, attempts, results
+
+
+def test_report_rates_and_synthesis_figures() -> None:
+    rows, attempts, results = _campaign()
+    body = campaign_report(rows, attempts, DAY, results)
+    cmn = body["rates_by_locale"]["cmn"]
+    assert (cmn["notices"], cmn["called"], cmn["reached"]) == (3, 2, 1)
+    assert cmn["reached_rate"] == 0.5 and cmn["call_rate"] == 0.6667
+    assert body["rates_by_locale"]["yue"]["reached_rate"] == 1.0
+    assert body["rates_by_notice_type"]["policy_renewal"]["reached_rate"] is None
+    synthesis = body["synthesis"]
+    assert (synthesis["items"], synthesis["ok"], synthesis["failed"]) == (4, 3, 1)
+    assert synthesis["fallback_rate"] == 0.3333  # 1 of 3 rendered ok
+    assert synthesis["cache_rate"] == round(4.0 / 18.0, 4)  # resumed items excluded
+    assert synthesis["synth_seconds"] == 3.5
+    assert synthesis["by_error"] == {"qc_similarity": 1}
+    # The fields the JSON had before are unchanged.
+    assert body["by_outcome"] == {"completed": 1, "confirmed": 1, "no_answer": 1}
+    assert body["calls"] == 4 and body["notices"] == 6
+
+
+def test_html_is_self_contained_with_inline_svg_charts() -> None:
+    rows, attempts, results = _campaign()
+    page = render(campaign_report(rows, attempts, DAY, results))
+    assert page.startswith("<!DOCTYPE html>") and "campaign 2026-11-26" in page
+    assert "<script" not in page.lower()
+    # Nothing to fetch: no external URL anywhere (the SVG namespace is an identifier).
+    urls = set(re.findall(r"https?://[^\s\"'<>]+", page)) - {"http://www.w3.org/2000/svg"}
+    assert urls == set()
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(svgs) >= 6
+    for svg in svgs:
+        ET.fromstring(svg)  # each chart is well-formed XML
+    for text in ("opted_out", "invalid_phone", "qc_similarity", "yue", "pension_arrival"):
+        assert text in page
+    assert "33.3 %" in page  # the fallback rate tile
+
+
+def test_html_escapes_what_it_shows() -> None:
+    rows, attempts, _ = _campaign()
+    rows.append(Row(9, 109, "<b>x</b>", "cmn", "skipped", "<script>", None, None))
+    page = render(campaign_report(rows, attempts, DAY, None))
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "No synthesis results" in page
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
+    rows, attempts, results = _campaign()
+    page = tmp_path / "report.html"
+    page.write_text(render(campaign_report(rows, attempts, DAY, results)), encoding="utf-8")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri(),
+        ],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = _read_png(shot.read_bytes()).astype(np.int16)
+    assert pixels.shape[:2] == (1600, 1200)
+    # Not a blank page: the bars' colours are there (the completed green, among others).
+    green = np.all(np.abs(pixels - np.array([0x2E, 0x7D, 0x32])) < 8, axis=-1)
+    assert green.sum() > 200
+
+
+def _read_png(data: bytes) -> np.ndarray:
+    """Pixels of an 8-bit RGB or RGBA PNG (what Chromium writes), without an image library."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        chunks.setdefault(kind, []).append(data[pos + 8 : pos + 8 + length])
+        pos += 12 + length
+    width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][0][:10])
+    assert depth == 8 and color in (2, 6)
+    channels = 3 if color == 2 else 4
+    raw = zlib.decompress(b"".join(chunks[b"IDAT"]))
+    stride = width * channels
+    out = np.zeros((height, stride), dtype=np.uint8)
+    previous = np.zeros(stride, dtype=np.int32)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], np.frombuffer(raw[start + 1 : start + 1 + stride], np.uint8)
+        line = line.astype(np.int32)
+        if kind == 2:
+            line = (line + previous) & 0xFF
+        elif kind in (1, 3, 4):  # these depend on the left neighbour: decode per byte
+            line = line.copy()
+            for x in range(stride):
+                left = line[x - channels] if x >= channels else 0
+                up, corner = previous[x], previous[x - channels] if x >= channels else 0
+                if kind == 1:
+                    predictor = left
+                elif kind == 3:
+                    predictor = (left + up) // 2
+                else:
+                    p = left + up - corner
+                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                    predictor = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                line[x] = (line[x] + predictor) & 0xFF
+        out[y] = line
+        previous = line
+    return out.reshape(height, width, channels)[:, :, :3]
