@@ -286,7 +286,9 @@ class BatchSynthesizer:
                 continue  # the engine itself failed: another seed will not help
             engine_engaged = engine
             try:
-                voice = self._voice(item, engine)
+                voice = (
+                    self._voice(item, engine) if engine is self.engine else self._standard(engine)
+                )
                 rendition = self._render(item, engine, voice, instruct, segments, attempt, warnings)
             except VoiceProfileError as exc:
                 if engine is self.engine:
@@ -341,6 +343,12 @@ class BatchSynthesizer:
         else:
             out.insert(0, (label_segment(first.lang), True, True))
         return out
+
+    def _standard(self, engine: Any) -> Any:
+        """The fallback's voice: the engine's own, never a clone that failed its checks."""
+        from synthesis.voices import STANDARD
+
+        return self.voices.resolve(self.options.house_voice if engine.needs_prompt else STANDARD)
 
     def _voice(self, item: BatchItem, engine: Any) -> Any:
         from synthesis.voices import STANDARD
@@ -565,7 +573,9 @@ def _load_engines(args: argparse.Namespace) -> tuple[Any, Any | None]:
     engine = make_engine(args.engine, **options)
     engine.load()
     fallback = None
-    if args.fallback_engine not in ("", "none", args.engine):
+    # The fallback is its own instance even when it is the same engine: it speaks
+    # in the standard voice, so a clone that fails its checks is never sent.
+    if args.fallback_engine not in ("", "none"):
         fallback = make_engine(args.fallback_engine, **options)
         fallback.load()
     return engine, fallback

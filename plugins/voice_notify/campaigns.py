@@ -115,6 +115,12 @@ class NoticeTypeConfig:
     lookahead_days: int
     caps: Caps = field(default_factory=Caps)
     redial: RedialPolicy = field(default_factory=RedialPolicy)
+    # A cloned agent voice: a profile id, "auto" (any profile whose consent covers
+    # the notice), or None for the engine's own standard voice.
+    voice_profile: str | None = None
+    # Without a consenting cloned voice, speak in the standard voice (True) or
+    # skip the notice with the consent refusal as its reason (False).
+    standard_voice_fallback: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.lookahead_days <= 60:
@@ -199,6 +205,8 @@ def load_campaign_config(path: Path) -> CampaignConfig:
                 lookahead_days=int(cfg["lookahead_days"]),
                 caps=_caps(cfg.get("caps")),
                 redial=_redial(cfg.get("redial")),
+                voice_profile=cfg.get("voice_profile"),
+                standard_voice_fallback=bool(cfg.get("standard_voice_fallback", True)),
             )
             for name, cfg in raw["notice_types"].items()
         },

@@ -44,6 +44,10 @@ def _copy_outputs(s3_url: str, bucket: str, report_key: str, out_dir: Path) -> d
     report = json.loads(client.get_object(Bucket=bucket, Key=report_key)["Body"].read())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2))
+    html_key = report_key.replace("report.json", "report.html")
+    with contextlib.suppress(client.exceptions.NoSuchKey):
+        html = client.get_object(Bucket=bucket, Key=html_key)["Body"].read()
+        (out_dir / "report.html").write_bytes(html)
     copied = 0
     for item in report["items"]:
         if not item["audio_key"]:
@@ -163,6 +167,8 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simu
         _gateway(gateway, state_dir, crm_url, seed) as gateway_env,
     ):
         print(f"local S3 endpoint: {s3.url}")
+        voices = localrun.enroll_demo_voices(crm_url, s3, "voice-notify", campaign_date)
+        print(f"voice profiles with consent: {', '.join(voices)}")
         env = localrun.airflow_environment(
             state_dir,
             crm_url=crm_url,
@@ -210,7 +216,7 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simu
     )
     print(
         f"  audio: {out_dir / 'audio'} ({copied['copied']} new files); "
-        f"report: {out_dir / 'report.json'}"
+        f"report: {out_dir / 'report.html'} (and report.json)"
     )
     if gateway == "sip":
         good = sum(m["matches"] for m in matches)

@@ -9,6 +9,7 @@ Everything started here is stopped by the same object.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import socket
@@ -170,6 +171,29 @@ def airflow_environment(
     }
     env.update(extra or {})
     return env
+
+
+def enroll_demo_voices(crm_url: str, s3: S3Endpoint, bucket: str, on: dt.date) -> list[str]:
+    """Enroll the four demo agents with consent records (idempotent), as the demo needs."""
+    import boto3
+
+    from voice_notify.enrollment import enroll_demo_profiles
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        client.create_bucket(Bucket=bucket)
+    engine = sa.create_engine(crm_url)
+    try:
+        return enroll_demo_profiles(engine, client, bucket, on)
+    finally:
+        engine.dispose()
 
 
 def airflow(

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify import db, ledger, planning, storage
+from voice_notify import audit, db, ledger, planning, storage, voice_profiles
 from voice_notify.campaigns import CampaignConfig, load_campaign_config
 from voice_notify.settings import get_settings
 
@@ -75,9 +75,25 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
         notices, campaign_date, config.notice_types_of(campaign), _composer(), config
     )
     engine = _ledger_engine()
+    audit.ensure_view(engine)  # the audit tables, voice profiles and consents
     with engine.begin() as conn:
+        # Consent is read when the plan is made: a revocation counts from the next plan.
+        book = voice_profiles.load_consent_book(conn)
+        decisions = planning.assign_voices(decisions, book, config, campaign_date)
         waiting = planning.record_decisions(conn, decisions, campaign_date)
-    items = planning.batch_items(waiting, {d.notice_id: d for d in decisions}, campaign_date)
+        by_notice = {d.notice_id: d for d in decisions}
+        for row in waiting:
+            decision = by_notice[row.notice_id]
+            if decision.consent is not None:
+                audit.record_voice_choice(
+                    conn,
+                    row.id,
+                    row.notice_id,
+                    campaign_date,
+                    decision.consent,
+                    decision.voice.instruct,
+                )
+    items = planning.batch_items(waiting, by_notice, campaign_date)
     keys = []
     for index, batch in enumerate(planning.chunk(items, batch_size)):
         key = storage.write_bytes(

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +35,9 @@ class Decision:
     locale: str
     reason_code: str | None  # None: planned
     segments: tuple[dict[str, Any], ...] = ()
+    dialect: str | None = None
+    voice: VoiceSpec = field(default_factory=VoiceSpec)
+    consent: Any = None  # voice_profiles.ConsentDecision of a cloned voice
 
     @property
     def planned(self) -> bool:
@@ -106,6 +109,7 @@ def decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) -> 
         locale,
         None,
         tuple(segment.to_dict() for segment in composed.segments),
+        dialect=(notice.get("preferred_dialect") or "").lower() or None,
     )
 
 
@@ -135,6 +139,56 @@ def decide_all(
         )
         decisions.append(decision)
     return decisions
+
+
+def assign_voices(
+    decisions: Sequence[Decision], book: Any, config: CampaignConfig, on: dt.date
+) -> list[Decision]:
+    """Choose each planned notice's voice: a cloned agent voice only under a valid consent.
+
+    ``book`` is a ``voice_profiles.ConsentBook`` loaded once for the plan. A notice
+    type without ``voice_profile`` speaks in the standard voice. With one, the
+    consent must cover the notice type and locale on the campaign date; when no
+    profile qualifies the notice falls back to the standard voice, or is skipped
+    with the refusal's reason if the type forbids the fallback. A dialect the
+    model was trained on goes along as the instruct.
+    """
+    from synthesis.instructs import default_catalogue
+
+    catalogue = default_catalogue()
+    dialects = {i.key for i in catalogue.of_kind("dialect") if i.notices}
+    chosen = []
+    for decision in decisions:
+        if not decision.planned:
+            chosen.append(decision)
+            continue
+        instruct = _DIALECT_INSTRUCTS.get(decision.dialect or "", decision.dialect)
+        instruct = instruct if instruct in dialects else None
+        wanted = config.notice_types[decision.notice_type].voice_profile
+        if wanted is None:
+            chosen.append(replace(decision, voice=VoiceSpec("standard", instruct)))
+            continue
+        consent = book.choose(
+            decision.notice_type, decision.locale, on, None if wanted == "auto" else wanted
+        )
+        if consent.allowed:
+            voice = VoiceSpec(consent.profile_id, instruct)
+            chosen.append(replace(decision, voice=voice, consent=consent))
+        elif config.notice_types[decision.notice_type].standard_voice_fallback:
+            chosen.append(replace(decision, voice=VoiceSpec("standard", instruct)))
+        else:
+            chosen.append(replace(decision, reason_code=consent.reason_code))
+        log.info(
+            "notice %s: voice %s (%s)",
+            decision.notice_id,
+            chosen[-1].voice.profile if chosen[-1].planned else "-",
+            "consent " + str(consent.consent_id) if consent.allowed else consent.reason_code,
+        )
+    return chosen
+
+
+# CRM dialect names that differ from the instruct catalogue's keys.
+_DIALECT_INSTRUCTS = {"cantonese": "guangdong"}
 
 
 @dataclass(frozen=True)
@@ -205,7 +259,7 @@ def batch_items(
             notice_type=row.notice_type,
             locale=row.locale,
             segments=list(decisions[row.notice_id].segments),
-            voice=VoiceSpec(),
+            voice=decisions[row.notice_id].voice,
             seed=item_seed(row.notice_id, date_text),
         )
         for row in sorted(rows, key=lambda r: r.notice_id)

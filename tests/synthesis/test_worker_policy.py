@@ -254,6 +254,33 @@ def test_a_cloned_voice_is_checked_for_similarity(
     assert refused.qc["similarity"] < 0.91
 
 
+def test_a_clone_refused_by_the_gate_falls_back_to_the_standard_voice(
+    synthesizer_factory, store, demo_profiles
+) -> None:
+    from synthesis.engines.espeak import EspeakEngine
+
+    config = json.loads(store.read("voices/demo-agent-f/profile.json"))
+    store.write("voices/impostor/profile.json", json.dumps(config).encode(), "application/json", {})
+    store.write(
+        "voices/impostor/prompt.wav", store.read("voices/demo-agent-m/prompt.wav"), "audio/wav", {}
+    )
+    fallback = EspeakEngine()  # the same engine, its own instance: the standard voice
+    fallback.load()
+    synthesizer = synthesizer_factory(fallback=fallback)
+    impostor, standard = _item(18, profile="impostor"), _item(18)
+    synthesizer.plan([impostor])
+    result = synthesizer.process(impostor)
+    assert (result.status, result.fallback) == ("ok", True)
+    assert result.qc["similarity"] is None  # the standard voice is nobody's clone
+    plain = synthesizer_factory()
+    plain.plan([standard])
+    reference = plain.process(standard)
+    synthesizer.drain()
+    plain.drain()
+    heard = sf.read(io.BytesIO(store.read(result.audio_key)))[0]
+    assert np.array_equal(heard, sf.read(io.BytesIO(store.read(reference.audio_key)))[0])
+
+
 def test_cosyvoice3_speaks_a_profile_in_a_dialect_through_the_worker(
     synthesizer_factory, cosyvoice, fake_cosyvoice, demo_profiles, store
 ) -> None:
