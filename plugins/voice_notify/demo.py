@@ -31,16 +31,8 @@ DAG_ID = "voice_notice_daily"
 RECONCILE_DAG_ID = "voice_notice_reconcile"
 
 
-def _copy_outputs(s3_url: str, bucket: str, report_key: str, out_dir: Path) -> dict:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+def _copy_outputs(s3: localrun.S3Endpoint, bucket: str, report_key: str, out_dir: Path) -> dict:
+    client = s3.client()
     report = json.loads(client.get_object(Bucket=bucket, Key=report_key)["Body"].read())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2))
@@ -127,19 +119,13 @@ def _gateway(kind: str, state_dir: Path, crm_url: str, seed: int) -> Iterator[di
         }
 
 
-def _sip_matches(state_dir: Path, s3_url: str, attempts: Sequence[sa.Row]) -> list[dict]:
+def _sip_matches(
+    state_dir: Path, s3: localrun.S3Endpoint, attempts: Sequence[sa.Row]
+) -> list[dict]:
     """For each answered SIP call: does the callee's recording equal the audio sent?"""
-    import boto3
-
     from voice_notify.gateway.sip_callee import compare_answered_calls
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = s3.client()
     sent = {
         a.call_id: client.get_object(Bucket="voice-notify", Key=a.audio_key)["Body"].read()
         for a in attempts
@@ -190,10 +176,10 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simu
             if _all_settled(crm_url, campaign_date):
                 break
         out_dir = state_dir / "output" / date_text
-        copied = _copy_outputs(s3.url, "voice-notify", f"reports/{date_text}/report.json", out_dir)
+        copied = _copy_outputs(s3, "voice-notify", f"reports/{date_text}/report.json", out_dir)
         new_attempts = [a for a in _call_attempts(crm_url) if a.id not in attempts_before]
         if gateway == "sip":
-            matches = _sip_matches(state_dir, s3.url, new_attempts)
+            matches = _sip_matches(state_dir, s3, new_attempts)
     report = copied["report"]
     wall = time.monotonic() - started
     print()

@@ -59,6 +59,18 @@ class S3Endpoint:
     def stop(self) -> None:
         _terminate(self.process)
 
+    def client(self):
+        """A boto3 S3 client for this endpoint (moto accepts any credentials)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
     def connection_json(self) -> str:
         return json.dumps(
             {
@@ -175,17 +187,9 @@ def airflow_environment(
 
 def enroll_demo_voices(crm_url: str, s3: S3Endpoint, bucket: str, on: dt.date) -> list[str]:
     """Enroll the four demo agents with consent records (idempotent), as the demo needs."""
-    import boto3
-
     from voice_notify.enrollment import enroll_demo_profiles
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = s3.client()
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     if bucket not in existing:
         client.create_bucket(Bucket=bucket)
