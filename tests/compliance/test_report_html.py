@@ -11,7 +11,6 @@ from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from synthesis.manifest import ResultItem
 from voice_notify.report import campaign_report
@@ -93,8 +92,9 @@ def test_html_escapes_what_it_shows() -> None:
     assert "No synthesis results" in page
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
+    # `make test` installs chromium (system-deps): missing means a broken setup.
+    assert shutil.which("chromium"), "chromium is not installed; run `make system-deps`"
     rows, attempts, results = _campaign()
     page = tmp_path / "report.html"
     page.write_text(render(campaign_report(rows, attempts, DAY, results)), encoding="utf-8")
