@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import dag, get_current_context, task
 
-from voice_notify.settings import get_settings
+from voice_notify.settings import get_settings, task_defaults
 
 DOC = """
 ### Audio retention
@@ -34,11 +34,7 @@ never from the clock, and what is gone is not listed again.
     max_active_runs=1,
     doc_md=DOC,
     tags=["voice-notify", "privacy", "retention"],
-    default_args={
-        "owner": "voice-notify",
-        "retries": get_settings().task_retries,
-        "retry_delay": dt.timedelta(seconds=get_settings().retry_delay_s),
-    },
+    default_args=task_defaults(),
 )
 def voice_audio_retention():
     @task

@@ -7,7 +7,7 @@ import datetime as dt
 from airflow.sdk import Param, dag, get_current_context, task
 
 from voice_notify.sensors import CallOutcomesSensor
-from voice_notify.settings import get_settings
+from voice_notify.settings import get_settings, task_defaults
 
 DOC = """
 ### Daily voice notices
@@ -51,11 +51,7 @@ def _campaign_date() -> dt.date:
     max_active_runs=1,
     doc_md=DOC,
     tags=["voice-notify", "campaign"],
-    default_args={
-        "owner": "voice-notify",
-        "retries": get_settings().task_retries,
-        "retry_delay": dt.timedelta(seconds=get_settings().retry_delay_s),
-    },
+    default_args=task_defaults(),
     params={
         "campaign": Param("all", type="string", description="campaign from include/campaigns.yaml"),
         "dry_run": Param(False, type="boolean", description="plan and synthesize, place no calls"),

@@ -7,7 +7,7 @@ import datetime as dt
 from airflow.sdk import dag, get_current_context, task
 
 from voice_notify.sensors import CallOutcomesSensor
-from voice_notify.settings import get_settings
+from voice_notify.settings import get_settings, task_defaults
 
 DOC = """
 ### Reconcile voice notices
@@ -42,11 +42,7 @@ def _dates() -> list[dt.date]:
     max_active_runs=1,
     doc_md=DOC,
     tags=["voice-notify", "reconcile"],
-    default_args={
-        "owner": "voice-notify",
-        "retries": get_settings().task_retries,
-        "retry_delay": dt.timedelta(seconds=get_settings().retry_delay_s),
-    },
+    default_args=task_defaults(),
 )
 def voice_notice_reconcile():
     @task

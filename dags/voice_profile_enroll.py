@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from voice_notify.settings import get_settings
+from voice_notify.settings import task_defaults
 
 DOC = """
 ### Enroll a voice profile
@@ -42,11 +42,7 @@ params are needed when the profile has no consent yet. Revoke a consent with
     max_active_runs=1,
     doc_md=DOC,
     tags=["voice-notify", "voice-profiles", "compliance"],
-    default_args={
-        "owner": "voice-notify",
-        "retries": get_settings().task_retries,
-        "retry_delay": dt.timedelta(seconds=get_settings().retry_delay_s),
-    },
+    default_args=task_defaults(),
     params={
         "profile_id": Param("", type="string", pattern="^[a-z0-9][a-z0-9_-]{0,63}$"),
         "speaker": Param("", type="string", minLength=1, description="the consenting agent"),
