@@ -102,6 +102,9 @@ class RedialPolicy:
             raise ValueError("redial: max_attempts >= 1 and after_minutes >= 0")
 
 
+CONSENT_BASES = frozenset({"contract", "legal_obligation", "consent"})
+
+
 @dataclass(frozen=True)
 class NoticeTypeConfig:
     """Who calls for a notice type, how early, under which extra caps and redials.
@@ -121,10 +124,16 @@ class NoticeTypeConfig:
     # Without a consenting cloned voice, speak in the standard voice (True) or
     # skip the notice with the consent refusal as its reason (False).
     standard_voice_fallback: bool = True
+    # The legal basis for calling about this notice type (PIPL art. 13): a
+    # contract, a legal obligation, or the customer's own consent, which the CRM
+    # must then show (``voice_consent`` on the extracted row).
+    consent_basis: str = "contract"
 
     def __post_init__(self) -> None:
         if not 0 <= self.lookahead_days <= 60:
             raise ValueError(f"{self.name}: lookahead_days must be within 0..60")
+        if self.consent_basis not in CONSENT_BASES:
+            raise ValueError(f"{self.name}: consent_basis must be one of {sorted(CONSENT_BASES)}")
 
 
 @dataclass(frozen=True)
@@ -207,6 +216,7 @@ def load_campaign_config(path: Path) -> CampaignConfig:
                 redial=_redial(cfg.get("redial")),
                 voice_profile=cfg.get("voice_profile"),
                 standard_voice_fallback=bool(cfg.get("standard_voice_fallback", True)),
+                consent_basis=str(cfg.get("consent_basis", "<missing>")),
             )
             for name, cfg in raw["notice_types"].items()
         },

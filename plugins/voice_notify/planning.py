@@ -79,6 +79,8 @@ def decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) -> 
         return skip(reasons.UNKNOWN_NOTICE_TYPE)
     if notice.get("voice_opt_out"):
         return skip(reasons.OPTED_OUT)
+    if type_config.consent_basis == "consent" and not notice.get("voice_consent"):
+        return skip(reasons.NO_CUSTOMER_CONSENT)
     try:
         to_e164(notice.get("phone"))
     except InvalidPhoneNumber:

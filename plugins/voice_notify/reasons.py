@@ -9,6 +9,8 @@ worker's per-item codes arrive prefixed ``synthesis_``.
 from __future__ import annotations
 
 OPTED_OUT = "opted_out"
+# The notice type's legal basis is consent and the CRM shows none for the customer.
+NO_CUSTOMER_CONSENT = "no_customer_consent"
 INVALID_PHONE = "invalid_phone"
 INVALID_VARIABLES_JSON = "invalid_variables_json"
 UNKNOWN_NOTICE_TYPE = "unknown_notice_type"

@@ -149,3 +149,29 @@ def test_batches_are_deterministic_and_bounded(tmp_path, composer, config) -> No
     assert len({i.seed for i in items}) == len(items)
     with pytest.raises(ValueError):
         planning.chunk(items, 0)
+
+
+def test_a_consent_basis_needs_the_customers_consent(composer, config) -> None:
+    from dataclasses import replace
+
+    consent_based = replace(
+        config,
+        notice_types={
+            **config.notice_types,
+            "repayment_reminder": replace(
+                config.notice_types["repayment_reminder"], consent_basis="consent"
+            ),
+        },
+    )
+    refused = planning.decide(_notice(), composer, consent_based)
+    assert refused.reason_code == reasons.NO_CUSTOMER_CONSENT
+    assert planning.decide(_notice(voice_consent=True), composer, consent_based).planned
+    assert planning.decide(_notice(), composer, config).planned  # basis: contract
+
+
+def test_every_notice_type_declares_a_legal_basis(tmp_path) -> None:
+    text = (INCLUDE / "campaigns.yaml").read_text(encoding="utf-8")
+    broken = tmp_path / "campaigns.yaml"
+    broken.write_text(text.replace("consent_basis: legal_obligation", ""), encoding="utf-8")
+    with pytest.raises(ValueError, match="consent_basis"):
+        load_campaign_config(broken)
