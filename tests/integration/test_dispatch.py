@@ -9,12 +9,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tests.crm_rows import seed_customers, synthesized_rows
 from voice_notify import compliance, demo_crm, dispatch, intake, ledger, reasons, reconcile
 from voice_notify.campaigns import CallingHours, Caps, load_campaign_config
 from voice_notify.gateway.base import CallEvent, CallState, CallStatus
 from voice_notify.gateway.simulator import start_simulator
 from voice_notify.gateway.simulator_client import SimulatorGateway
-from voice_notify.ledger import LedgerState
 
 DAY = dt.date(2026, 11, 26)
 ALL_DAY = CallingHours(start=dt.time(0), end=None)
@@ -25,49 +25,11 @@ DEMO_CONFIG = load_campaign_config(INCLUDE / "demo" / "campaigns.yaml")
 
 
 def _crm(engine: sa.Engine, n: int = 6) -> None:
-    demo_crm.create_schema(engine)
-    ledger.ensure_schema(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            demo_crm.customers.insert(),
-            [
-                {"id": i, "name": f"曾{i}", "phone": f"1381234{i:04d}", "voice_opt_out": False}
-                for i in range(1, n + 1)
-            ],
-        )
-        conn.execute(
-            demo_crm.notices.insert(),
-            [
-                {
-                    "id": i,
-                    "customer_id": i,
-                    "notice_type": "pension_arrival",
-                    "variables": json.dumps({"amount": "100"}),
-                    "due_date": DAY,
-                }
-                for i in range(1, n + 1)
-            ],
-        )
+    seed_customers(engine, {i: f"1381234{i:04d}" for i in range(1, n + 1)}, DAY)
 
 
 def _synthesized(engine: sa.Engine, notice_ids, day: dt.date = DAY) -> list[sa.Row]:
-    with engine.begin() as conn:
-        ledger.record_plan(
-            conn,
-            [
-                {
-                    "notice_id": i,
-                    "customer_id": i,
-                    "campaign_date": day,
-                    "state": LedgerState.PLANNED,
-                    "notice_type": "pension_arrival",
-                }
-                for i in notice_ids
-            ],
-        )
-        for row in ledger.rows_for_date(conn, day, [LedgerState.PLANNED]):
-            ledger.transition(conn, row.id, LedgerState.SYNTHESIZED, audio_key="audio/tone.wav")
-        return ledger.rows_for_date(conn, day)
+    return synthesized_rows(engine, notice_ids, day, "audio/tone.wav")
 
 
 def _ctx(gateway, audio_url, hours: CallingHours = ALL_DAY, now=NOON_UTC, config=DEMO_CONFIG):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.crm_rows import seed_customers, synthesized_rows
 from tests.sip.conftest import needs_baresip
 from tests.text.samples import INCLUDE
 from voice_notify import demo_crm, dispatch, ledger, reconcile
@@ -27,7 +28,6 @@ from voice_notify.campaigns import CallingHours, load_campaign_config
 from voice_notify.db import make_engine
 from voice_notify.gateway.base import CallRequest, CallState
 from voice_notify.gateway.sip import SipGateway, SipSettings
-from voice_notify.ledger import LedgerState
 
 pytestmark = [pytest.mark.integration, needs_baresip]
 
@@ -50,44 +50,8 @@ PHONES = {1: "13800000009", 2: "13800000001", 3: "13800000000", 4: "13800000013"
 @pytest.fixture
 def crm(tmp_path: Path):
     engine = make_engine(sa.make_url(f"sqlite:///{tmp_path / 'crm.sqlite'}"))
-    demo_crm.create_schema(engine)
-    ledger.ensure_schema(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            demo_crm.customers.insert(),
-            [
-                {"id": i, "name": f"曾{i}", "phone": phone, "voice_opt_out": False}
-                for i, phone in PHONES.items()
-            ],
-        )
-        conn.execute(
-            demo_crm.notices.insert(),
-            [
-                {
-                    "id": i,
-                    "customer_id": i,
-                    "notice_type": "pension_arrival",
-                    "variables": json.dumps({"amount": "100"}),
-                    "due_date": DAY,
-                }
-                for i in PHONES
-            ],
-        )
-        ledger.record_plan(
-            conn,
-            [
-                {
-                    "notice_id": i,
-                    "customer_id": i,
-                    "campaign_date": DAY,
-                    "state": LedgerState.PLANNED,
-                    "notice_type": "pension_arrival",
-                }
-                for i in PHONES
-            ],
-        )
-        for row in ledger.rows_for_date(conn, DAY, [LedgerState.PLANNED]):
-            ledger.transition(conn, row.id, LedgerState.SYNTHESIZED, audio_key="tone.wav")
+    seed_customers(engine, PHONES, DAY)
+    synthesized_rows(engine, PHONES, DAY, "tone.wav")
     yield engine
     engine.dispose()
 
