@@ -367,17 +367,3 @@ def encode_telephone(audio: np.ndarray, law: str = "ULAW", comment: str | None =
 def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
     audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     return np.asarray(audio, dtype=np.float32), int(rate)
-
-
-def describe_wav(data: bytes) -> dict[str, object]:
-    """Format facts of a WAV file, for checks and tests."""
-    info = sf.info(io.BytesIO(data))
-    audio, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
-    return {
-        "samplerate": info.samplerate,
-        "channels": info.channels,
-        "subtype": info.subtype,
-        "format": info.format,
-        "duration_s": info.duration,
-        "rms": float(np.sqrt(np.mean(np.square(audio)))) if audio.size else 0.0,
-    }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,7 +136,3 @@ def parse_results(payload: bytes | str) -> dict[int, ResultItem]:
         item = ResultItem.from_json(line)
         results[item.ledger_id] = item
     return results
-
-
-def as_mapping(item: BatchItem) -> Mapping[str, Any]:
-    return asdict(item)

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -325,11 +324,6 @@ def seed(engine: sa.Engine, spec: SeedSpec) -> dict[str, int]:
         conn.execute(customers.insert(), customer_rows)
         conn.execute(notices.insert(), notice_rows)
     return {"customers": len(customer_rows), "notices": len(notice_rows), "seeded": 1}
-
-
-def iter_tables() -> Iterator[sa.Table]:
-    """The demo CRM tables in dependency order."""
-    yield from metadata.sorted_tables
 
 
 def main(argv: list[str] | None = None) -> int:

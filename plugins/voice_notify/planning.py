@@ -193,13 +193,6 @@ def assign_voices(
 _DIALECT_INSTRUCTS = {"cantonese": "guangdong"}
 
 
-@dataclass(frozen=True)
-class PlanOutcome:
-    batch_keys: list[str]
-    planned: int
-    skipped: int
-
-
 def record_decisions(
     conn: sa.Connection, decisions: Sequence[Decision], campaign_date: dt.date
 ) -> list[sa.Row]:
