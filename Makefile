@@ -41,7 +41,7 @@ lint: install
 clean-demo:
 	rm -rf .demo
 
-# Text frontend evaluation on ../shared/eval (override with VOICE_NOTIFY_EVAL_DIR)
+# Text frontend evaluation on tests/data/eval (override with VOICE_NOTIFY_EVAL_DIR)
 # and the 100,000-notice throughput benchmark; both print their figures.
 eval-text: install
 	$(PY) -m synthesis.text.eval

@@ -2,7 +2,7 @@
 
     python -m synthesis.text.eval [--no-wetext] [--show-errors N]
 
-Data: ``$VOICE_NOTIFY_EVAL_DIR`` (default ``../shared/eval`` next to the repository):
+Data: ``$VOICE_NOTIFY_EVAL_DIR`` (default ``tests/data/eval`` in the repository, with licences):
 ``tn/nemo/*.tsv`` and ``tn/paddlespeech/textnorm_test_cases.tsv`` (``written<TAB>spoken``),
 ``polyphone/cpp/{test,surname_chars_subset}.tsv`` (``sentence<TAB>index<TAB>pinyin<TAB>char``).
 The data is read, never changed. Exit code 2 when it is absent.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from synthesis.text.lexicon import Lexicon
 from synthesis.text.normalize import normalize_text
-from synthesis.text.paths import EVAL_DIR_ENV, INCLUDE_DIR, eval_dir
+from synthesis.text.paths import EVAL_DIR_ENV, INCLUDE_DIR, cosyvoice3_tokens_dir, eval_dir
 from synthesis.text.pinyin import TextReader, WordAnnotator, marked_to_tone3
 
 TN_TARGET_CATEGORIES = ("cardinal", "date", "decimal", "fraction", "measure", "money", "time")
@@ -161,13 +161,13 @@ def evaluate_surname_table() -> Score:
     return score
 
 
-def evaluate_cosyvoice3_tokens(root, notices: int = 2000) -> tuple[int, int]:
+def evaluate_cosyvoice3_tokens(notices: int = 2000) -> tuple[int, int]:
     """(valid, emitted) tokens over synthetic notices and every surname in the table."""
     from synthesis.text.bench import make_notices
     from synthesis.text.composer import NoticeComposer
     from synthesis.text.render.cosyvoice3 import TokenInventory, render_cosyvoice3
 
-    inventory = TokenInventory.load(root / "cosyvoice3", INCLUDE_DIR / "lexicons")
+    inventory = TokenInventory.load(cosyvoice3_tokens_dir(), INCLUDE_DIR / "lexicons")
     composer = NoticeComposer.load(INCLUDE_DIR)
     batch = make_notices(notices)
     for surname in composer.lexicon.surnames:
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<22}{ours.total:>6}{ours.percent:9.2f}{baseline.percent:12.2f}")
     surnames = evaluate_surname_table()
     print(f"\nsurname table: {surnames.correct}/{surnames.total} ({surnames.percent:.1f}%)")
-    valid, emitted = evaluate_cosyvoice3_tokens(root)
+    valid, emitted = evaluate_cosyvoice3_tokens()
     share = 100.0 * valid / emitted if emitted else 0.0
     print(f"CosyVoice3 tokens valid: {valid}/{emitted} ({share:.1f}%)")
     print(f"\n({time.perf_counter() - started:.1f} s)")

@@ -13,16 +13,17 @@ TOKENS_DIR_ENV = "VOICE_NOTIFY_COSYVOICE3_TOKENS"
 
 
 def eval_dir() -> pathlib.Path:
-    """Evaluation data: ``$VOICE_NOTIFY_EVAL_DIR``, else ``shared/eval`` next to the repo."""
+    """Evaluation data: ``$VOICE_NOTIFY_EVAL_DIR``, else ``tests/data/eval`` in the repository."""
     configured = os.environ.get(EVAL_DIR_ENV)
-    return pathlib.Path(configured) if configured else REPO_ROOT.parent / "shared" / "eval"
+    return pathlib.Path(configured) if configured else REPO_ROOT / "tests" / "data" / "eval"
 
 
 def cosyvoice3_tokens_dir() -> pathlib.Path:
     """CosyVoice3 token inventories (``pinyin_tokens.txt``, ``cmu_tokens.txt``).
 
-    ``$VOICE_NOTIFY_COSYVOICE3_TOKENS`` if set (the GPU image points it at the model's
-    files), else ``cosyvoice3/`` in the evaluation data folder.
+    ``$VOICE_NOTIFY_COSYVOICE3_TOKENS`` if set (the GPU image may point it at the
+    model's files), else ``include/cosyvoice3/tokens`` (copied in with its source and
+    licence: the plan step needs it at run time).
     """
     configured = os.environ.get(TOKENS_DIR_ENV)
-    return pathlib.Path(configured) if configured else eval_dir() / "cosyvoice3"
+    return pathlib.Path(configured) if configured else INCLUDE_DIR / "cosyvoice3" / "tokens"

@@ -2,7 +2,7 @@
 
 Both the gateway (one baresip per outbound call) and the test callee (one baresip for
 every number it answers) use it. What this module knows about baresip 1.0.0 (Debian's
-``baresip-core``) is in ``../shared/SIP.md``; the parts that shape the code:
+``baresip-core``), in the parts that shape the code:
 
 - each process gets its own config directory, ``net_interface`` set to an address (not
   an interface name, or the SDP advertises another address) and its own ``rtp_ports``;
