@@ -9,6 +9,9 @@ SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium
 
 # Passed through to the demo: GATEWAY_FAULTS (simulator fault mix, see README).
 export GATEWAY_FAULTS
+# The development harness (voice_notify_dev: demo, simulator, benchmarks) is not
+# installed with the product; it runs from the checkout.
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
 .PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback
 
@@ -29,7 +32,7 @@ system-deps:
 	fi
 
 demo: install
-	$(PY) -m voice_notify.demo $(if $(DATE),--date $(DATE)) $(if $(GATEWAY),--gateway $(GATEWAY))
+	$(PY) -m voice_notify_dev.demo $(if $(DATE),--date $(DATE)) $(if $(GATEWAY),--gateway $(GATEWAY))
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -51,9 +54,9 @@ bench-text: install
 
 # CRM write-back of 100,000 outcomes into PostgreSQL, bulk vs row by row.
 bench-writeback: install
-	$(PY) -m voice_notify.bench_writeback
+	$(PY) -m voice_notify_dev.bench_writeback
 
 # Synthesis worker figures (printed): overhead per item on a 500-item espeak-ng batch,
 # segment-cache share on the demo campaign, speaker-similarity calibration.
 bench-synthesis: install
-	$(PY) -m synthesis.bench all
+	$(PY) -m voice_notify_dev.bench_synthesis all

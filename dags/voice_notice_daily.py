@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from voice_notify.sensors import CallOutcomesSensor
+from voice_notify.airflow.sensors import CallOutcomesSensor
 from voice_notify.settings import get_settings, task_defaults
 
 DOC = """
@@ -61,26 +61,26 @@ def _campaign_date() -> dt.date:
 def voice_notice_daily():
     @task
     def extract(params=None) -> dict:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         return pipeline.extract(_campaign_date(), params["campaign"])
 
     @task
     def plan(due: dict, params=None) -> list[str]:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         return pipeline.plan(_campaign_date(), params["campaign"], due["key"], params["batch_size"])
 
     @task(pool="cosyvoice_gpu", map_index_template="{{ batch_label }}")
     def synthesize(batch_key: str) -> dict:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         get_current_context()["batch_label"] = batch_key.rsplit("/", 1)[-1]
         return {"batch_key": batch_key, "results_key": pipeline.synthesize_locally(batch_key)}
 
     @task(map_index_template="{{ batch_label }}")
     def dial(synthesized: dict, params=None) -> dict:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         get_current_context()["batch_label"] = synthesized["batch_key"].rsplit("/", 1)[-1]
         return pipeline.dial(
@@ -100,20 +100,20 @@ def voice_notice_daily():
 
     @task(trigger_rule="none_failed")
     def reconcile() -> dict:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         return pipeline.reconcile(_campaign_date())
 
     @task(trigger_rule="none_failed")
     def report() -> dict:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         return pipeline.report(_campaign_date())
 
     batches = plan(extract())
     if get_settings().synthesis_mode == "kubernetes":
-        # The same mapped task on the GPU node pool: one pod per batch (voice_notify.pods).
-        from voice_notify.pods import SynthesisPodOperator
+        # The same mapped task on the GPU node pool: one pod per batch (airflow.operators).
+        from voice_notify.airflow.operators import SynthesisPodOperator
 
         synthesized = (
             SynthesisPodOperator.partial(

@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import dag, get_current_context, task
 
-from voice_notify.sensors import CallOutcomesSensor
+from voice_notify.airflow.sensors import CallOutcomesSensor
 from voice_notify.settings import get_settings, task_defaults
 
 DOC = """
@@ -28,7 +28,7 @@ Safe to run at any time and any number of times: it works from the ledger.
 
 
 def _dates() -> list[dt.date]:
-    from voice_notify import pipeline
+    from voice_notify.airflow import tasks as pipeline
 
     end = get_current_context()["data_interval_end"]
     return pipeline.recent_dates(dt.date(end.year, end.month, end.day))
@@ -47,14 +47,14 @@ def _dates() -> list[dt.date]:
 def voice_notice_reconcile():
     @task
     def settle_late() -> dict:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         dates = _dates()
         return {"dates": [d.isoformat() for d in dates], **pipeline.settle(dates)}
 
     @task
     def redial(settled: dict) -> dict:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         dates = [dt.date.fromisoformat(d) for d in settled["dates"]]
         return {"dates": settled["dates"], **pipeline.redial_due(dates)}
@@ -68,7 +68,7 @@ def voice_notice_reconcile():
 
     @task
     def write_back(redialed: dict) -> dict:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         dates = [dt.date.fromisoformat(d) for d in redialed["dates"]]
         settled = pipeline.settle(dates)

@@ -30,7 +30,7 @@ A rejection fails the run without retries and is recorded with its reason code i
 `voice_enrollments` (a denylist hit also marks the profile denied). **Rerunning** is
 safe: every step is keyed on the recording's sha256. Enroll `normal` first; the consent
 params are needed when the profile has no consent yet. Revoke a consent with
-`voice_notify.voice_profiles.revoke_consent`: the next plan stops using the voice.
+`voice_notify.voices.registry.revoke_consent`: the next plan stops using the voice.
 """
 
 
@@ -71,19 +71,19 @@ def voice_profile_enroll():
 
     @task
     def validate(params=None) -> dict:
-        from voice_notify import enrollment
+        from voice_notify.voices import enrollment
 
         return enrollment.validate_task(params, _on())
 
     @task
     def embed(staged: dict, params=None) -> dict:
-        from voice_notify import enrollment
+        from voice_notify.voices import enrollment
 
         return enrollment.embed_task(params, staged, _on())
 
     @task
     def store(embedded: dict, params=None) -> dict:
-        from voice_notify import enrollment
+        from voice_notify.voices import enrollment
 
         return enrollment.store_task(params, embedded, _on())
 

@@ -46,7 +46,7 @@ async def http_callback(request: Request) -> Response:
         parse_http_callback,
         verify_http_callback,
     )
-    from voice_notify.intake import store_events
+    from voice_notify.settle.intake import store_events
 
     body = await request.body()
     try:
@@ -69,7 +69,7 @@ async def twilio_callback(request: Request) -> Response:
         parse_twilio_callback,
         verify_twilio_callback,
     )
-    from voice_notify.intake import store_events
+    from voice_notify.settle.intake import store_events
 
     form = {k: str(v) for k, v in (await request.form()).items()}
     signature = request.headers.get("X-Twilio-Signature", "")

@@ -13,7 +13,7 @@ Checks, on what the worker is about to publish:
   engine's own voice has no reference to compare with).
 
 Similarity threshold (``SIMILARITY_THRESHOLD`` = 0.91), calibrated on the project's own
-voices with ``python -m synthesis.bench calibrate``: the four demo profiles
+voices with ``python -m voice_notify_dev.bench_synthesis calibrate``: the four demo profiles
 (``include/voices``, espeak-ng variants f3, f5, m3, m7 standing in for speakers), 12
 Mandarin demo notices rendered in each voice through the whole pipeline, each notice's
 24 kHz master embedded and compared with every profile's prompt recording. Same voice:

@@ -34,7 +34,7 @@ MARIADB_ENV = "VOICE_NOTIFY_TEST_MARIADB_URL"
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
     """moto's S3 server on a loopback port, for the whole session."""
-    from voice_notify.localrun import start_s3
+    from voice_notify_dev.localrun import start_s3
 
     endpoint = start_s3(tmp_path_factory.mktemp("s3") / "s3.log")
     yield endpoint
@@ -124,7 +124,7 @@ def db_engine(db_url: sa.URL) -> Iterator[sa.Engine]:
 @pytest.fixture
 def simulator(tmp_path: Path):
     """The voice gateway simulator with its own state folder."""
-    from voice_notify.gateway.simulator import start_simulator
+    from voice_notify_dev.simulator import start_simulator
 
     with start_simulator(tmp_path / "gateway", seed=11, call_seconds=0.2) as sim:
         yield sim

@@ -8,8 +8,9 @@ from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 
-from voice_notify import demo_crm, ledger
+from voice_notify import ledger
 from voice_notify.ledger import LedgerState
+from voice_notify_dev import demo_crm
 
 
 def seed_customers(engine: sa.Engine, phones: Mapping[int, str], due: dt.date) -> None:

@@ -244,7 +244,8 @@ def _write_manifest(engine: sa.Engine, s3_client: Any, bucket: str, logical_date
 
 def run(logical_date: dt.date) -> dict[str, Any]:
     """The retention task: settings, the ledger Connection and the S3 Connection."""
-    from voice_notify import db, storage
+    from voice_notify import db
+    from voice_notify.airflow import storage
     from voice_notify.settings import get_settings
 
     settings = get_settings()

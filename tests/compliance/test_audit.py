@@ -12,8 +12,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from synthesis.manifest import ResultItem
-from voice_notify import audit, ledger, retention
-from voice_notify import voice_profiles as vp
+from voice_notify import ledger, retention
+from voice_notify.report import audit
+from voice_notify.voices import registry as vp
 
 DAY = dt.date(2026, 11, 26)
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ def test_audit_cli_prints_json(tmp_path) -> None:
     _stock(engine)
     engine.dispose()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
-    command = [sys.executable, "-m", "voice_notify.audit", "--db-url", url, "--notice-id"]
+    command = [sys.executable, "-m", "voice_notify.report.audit", "--db-url", url, "--notice-id"]
     found = subprocess.run(
         [*command, "42", "--date", "2026-11-26"], capture_output=True, text=True, env=env
     )

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from synthesis.manifest import ResultItem
-from voice_notify.report import campaign_report
-from voice_notify.report_html import render
+from voice_notify.report.campaign import campaign_report
+from voice_notify.report.html import render
 
 DAY = dt.date(2026, 11, 26)
 Row = namedtuple("Row", "id notice_id notice_type locale state reason_code outcome audio_key")

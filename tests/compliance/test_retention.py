@@ -101,7 +101,7 @@ def test_the_dag_task_reads_settings_and_connections(tmp_path, s3_bucket, s3_end
     import json
     import uuid
 
-    from voice_notify import storage
+    from voice_notify.airflow import storage
     from voice_notify.settings import get_settings
 
     suffix = uuid.uuid4().hex[:8].upper()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from voice_notify import localrun
+from voice_notify_dev import localrun
 
 
 @pytest.fixture(scope="session")

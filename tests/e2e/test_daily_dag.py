@@ -20,8 +20,10 @@ import soundfile as sf
 import sqlalchemy as sa
 
 from tests.conftest import database_url, drop_database
-from voice_notify import demo_crm, ledger, localrun, planning
-from voice_notify.campaigns import load_campaign_config
+from voice_notify import ledger
+from voice_notify.plan import eligibility as planning
+from voice_notify.plan.campaigns import load_campaign_config
+from voice_notify_dev import demo_crm, localrun
 
 DAY = dt.date(2026, 11, 26)
 INCLUDE = Path(__file__).resolve().parents[2] / "include"

@@ -18,8 +18,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests.conftest import database_url, drop_database
-from voice_notify import demo_crm, ledger, localrun
-from voice_notify.gateway.simulator import start_simulator
+from voice_notify import ledger
+from voice_notify_dev import demo_crm, localrun
+from voice_notify_dev.simulator import start_simulator
 
 DAY = dt.date(2026, 11, 26)
 TERMINAL = {"completed", "failed", "skipped"}

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from voice_notify import demo_crm, ledger, localrun
+from voice_notify import ledger
+from voice_notify_dev import demo_crm, localrun
 
 POOL_DAY = dt.date(2026, 11, 20)  # a dry run: synthesis only
 DAY = dt.date(2026, 11, 25)
@@ -151,7 +152,7 @@ class Standalone:
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory, s3_endpoint):
     """``airflow standalone`` on a seeded SQLite CRM, a simulator and the session's S3."""
-    from voice_notify.gateway.simulator import start_simulator
+    from voice_notify_dev.simulator import start_simulator
 
     state = tmp_path_factory.mktemp("standalone")
     crm_url = f"sqlite:///{state / 'crm.sqlite'}"

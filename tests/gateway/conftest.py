@@ -25,7 +25,7 @@ from tests.gateway.support import (
     TWILIO_ACCOUNT_SID,
     TWILIO_AUTH_TOKEN,
 )
-from voice_notify.gateway.simulator import SimulatorProcess, start_simulator
+from voice_notify_dev.simulator import SimulatorProcess, start_simulator
 
 
 class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from voice_notify.gateway import faults
-from voice_notify.gateway.faults import FAULT_NAMES, parse_faults
-from voice_notify.gateway.simulator import Outcome, draw_outcome
+from voice_notify_dev import faults
+from voice_notify_dev.faults import FAULT_NAMES, parse_faults
+from voice_notify_dev.simulator import Outcome, draw_outcome
 
 FAULT_SEED = 7
 ALL_FAULTS_SPEC = ",".join(f"{name}=0.5" for name in FAULT_NAMES)

@@ -10,7 +10,6 @@ import pytest
 
 from tests.gateway.conftest import CallbackReceiver, ReceivedCallback
 from tests.gateway.support import CALL_SECONDS, CALLBACK_SECRET, FAULT_DELAY_S, pick_key
-from voice_notify.gateway import faults
 from voice_notify.gateway.base import CallRequest, CallState
 from voice_notify.gateway.callbacks import (
     InvalidCallback,
@@ -22,7 +21,8 @@ from voice_notify.gateway.callbacks import (
     verify_twilio_callback,
 )
 from voice_notify.gateway.http import HttpGateway
-from voice_notify.gateway.simulator import Outcome, SimulatorProcess
+from voice_notify_dev import faults
+from voice_notify_dev.simulator import Outcome, SimulatorProcess
 
 NUMBER = "+8613812345678"
 BODY = json.dumps({"call_id": "sim-1", "state": "ringing", "sequence": 0}).encode()

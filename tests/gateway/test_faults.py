@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.support import FAULT_DELAY_S, FAULT_SEED, REQUEST_FAULTS, drawn_faults, pick_key
-from voice_notify.gateway import faults
 from voice_notify.gateway.base import CallRequest, GatewayTransientError
-from voice_notify.gateway.faults import FAULT_NAMES, fault_draw, parse_faults
 from voice_notify.gateway.http import HttpGateway
-from voice_notify.gateway.simulator import CALLS_FILE, SimulatorProcess, start_simulator
+from voice_notify_dev import faults
+from voice_notify_dev.faults import FAULT_NAMES, fault_draw, parse_faults
+from voice_notify_dev.simulator import CALLS_FILE, SimulatorProcess, start_simulator
 
 NUMBER = "+8613812345678"
 CLIENT_TIMEOUT_S = 0.5  # well under FAULT_DELAY_S, as the fault delay must be
@@ -85,7 +85,7 @@ def test_bad_faults_spec_is_refused(spec: str, message: str) -> None:
 def test_simulator_refuses_to_start_on_a_bad_environment_variable(tmp_path: Path) -> None:
     env = dict(os.environ, GATEWAY_FAULTS="error_after_accept=0.1,dns_failure=0.2")
     env["PYTHONPATH"] = os.pathsep.join([str(Path("plugins").resolve()), env.get("PYTHONPATH", "")])
-    command = [sys.executable, "-m", "voice_notify.gateway.simulator"]
+    command = [sys.executable, "-m", "voice_notify_dev.simulator"]
     command += ["--state-dir", str(tmp_path), "--seed", "1"]
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)

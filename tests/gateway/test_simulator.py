@@ -25,7 +25,8 @@ from voice_notify.gateway.base import (
     GatewayPermanentError,
     GatewayTransientError,
 )
-from voice_notify.gateway.simulator import (
+from voice_notify.gateway.simulator_client import SimulatorGateway, mask_phone
+from voice_notify_dev.simulator import (
     CALLS_FILE,
     DEFAULT_OUTCOMES,
     EVENTS_FILE,
@@ -38,7 +39,6 @@ from voice_notify.gateway.simulator import (
     parse_outcomes,
     start_simulator,
 )
-from voice_notify.gateway.simulator_client import SimulatorGateway, mask_phone
 
 NUMBER = "+8613812345678"
 SEED = 7

@@ -20,8 +20,8 @@ from voice_notify.gateway.base import (
     GatewayTransientError,
 )
 from voice_notify.gateway.callbacks import parse_twilio_callback, verify_twilio_callback
-from voice_notify.gateway.simulator import CALLS_FILE, SimulatorProcess, start_simulator
 from voice_notify.gateway.twilio import RebasedTwilioHttpClient, TwilioGateway
+from voice_notify_dev.simulator import CALLS_FILE, SimulatorProcess, start_simulator
 
 FROM = "+15005550006"
 SEED = 5
@@ -180,7 +180,7 @@ def test_a_wrong_auth_token_is_401(simulator: SimulatorProcess, audio_base_url: 
 def test_callbacks_and_key_presses_are_signed_for_the_auth_token(
     simulator: SimulatorProcess, audio_base_url: str, callback_receiver: CallbackReceiver
 ) -> None:
-    from voice_notify.gateway.simulator import Outcome, draw_outcome
+    from voice_notify_dev.simulator import Outcome, draw_outcome
 
     key = next(
         f"tw-10-{n}" for n in range(500) if draw_outcome(SEED, f"tw-10-{n}") is Outcome.CONFIRM

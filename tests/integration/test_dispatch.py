@@ -10,11 +10,16 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests.crm_rows import seed_customers, synthesized_rows
-from voice_notify import compliance, demo_crm, dispatch, intake, ledger, reasons, reconcile
-from voice_notify.campaigns import CallingHours, Caps, load_campaign_config
+from voice_notify import ledger, reasons
+from voice_notify.dial import dialer as dispatch
 from voice_notify.gateway.base import CallEvent, CallState, CallStatus
-from voice_notify.gateway.simulator import start_simulator
 from voice_notify.gateway.simulator_client import SimulatorGateway
+from voice_notify.plan import compliance
+from voice_notify.plan.campaigns import CallingHours, Caps, load_campaign_config
+from voice_notify.settle import intake
+from voice_notify.settle import outcomes as reconcile
+from voice_notify_dev import demo_crm
+from voice_notify_dev.simulator import start_simulator
 
 DAY = dt.date(2026, 11, 26)
 ALL_DAY = CallingHours(start=dt.time(0), end=None)
@@ -162,7 +167,7 @@ def test_caps_hold_a_second_call_to_the_same_customer(db_engine, simulator, audi
 
 
 def test_an_unreachable_gateway_leaves_rows_for_a_retry(db_engine, audio_url):
-    from voice_notify.localrun import free_port
+    from voice_notify_dev.localrun import free_port
 
     _crm(db_engine)
     gateway = SimulatorGateway(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
@@ -177,7 +182,7 @@ def test_an_unreachable_gateway_leaves_rows_for_a_retry(db_engine, audio_url):
 def test_a_stuck_call_the_gateway_never_saw_is_rechecked_before_resending(
     db_engine, simulator, audio_url
 ):
-    from voice_notify.localrun import free_port
+    from voice_notify_dev.localrun import free_port
 
     _crm(db_engine)
     down = SimulatorGateway(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)

@@ -20,18 +20,18 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.test_dispatch import DAY, _calls, _crm, _ctx, _rows, _synthesized
-from voice_notify import dispatch
-from voice_notify.gateway.simulator import start_simulator
+from voice_notify.dial import dialer as dispatch
 from voice_notify.gateway.simulator_client import SimulatorGateway
 from voice_notify.gateway.twilio import TwilioGateway
+from voice_notify_dev.simulator import start_simulator
 
 CHILD = """
 import datetime as dt, sys
 from dataclasses import replace
 from pathlib import Path
 import boto3, sqlalchemy as sa
-from voice_notify import dispatch
-from voice_notify.campaigns import CallingHours, load_campaign_config
+from voice_notify.dial import dialer as dispatch
+from voice_notify.plan.campaigns import CallingHours, load_campaign_config
 from voice_notify.gateway.simulator_client import SimulatorGateway
 from voice_notify.gateway.twilio import TwilioGateway
 

@@ -141,7 +141,7 @@ def test_a_malformed_manifest_is_a_permanent_failure(s3_bucket: str) -> None:
 
 
 def test_an_unreachable_store_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
-    from voice_notify.localrun import free_port
+    from voice_notify_dev.localrun import free_port
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -21,19 +21,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from voice_notify import (
-    audit,
-    compliance,
-    demo_crm,
-    dispatch,
-    ledger,
-    planning,
-    reconcile,
-    voice_profiles,
-)
-from voice_notify.campaigns import load_campaign_config
+from voice_notify import ledger
+from voice_notify.dial import dialer as dispatch
 from voice_notify.gateway.base import CallRequest, CallState, CallStatus
 from voice_notify.ledger import LedgerState
+from voice_notify.plan import compliance
+from voice_notify.plan import eligibility as planning
+from voice_notify.plan.campaigns import load_campaign_config
+from voice_notify.report import audit
+from voice_notify.settle import outcomes as reconcile
+from voice_notify.voices import registry as voice_profiles
+from voice_notify_dev import demo_crm
 
 CUSTOMERS = 10_000
 DAY = dt.date(2026, 11, 26)

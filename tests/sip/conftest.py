@@ -98,7 +98,7 @@ def tone_wav() -> bytes:
 @pytest.fixture
 def callee(tmp_path: Path):
     """A fresh test callee serving ``NUMBERS``."""
-    from voice_notify.gateway.sip_callee import start_sip_callee
+    from voice_notify_dev.sip_callee import start_sip_callee
 
     with start_sip_callee(tmp_path / "callee", NUMBERS, ring_s=RING_S) as running:
         yield running
@@ -107,7 +107,7 @@ def callee(tmp_path: Path):
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """Build SipGateways with short timers; every one is closed (calls ended) afterwards."""
-    from voice_notify.gateway.sip import SipGateway, SipSettings
+    from voice_notify.gateway.sip.gateway import SipGateway, SipSettings
 
     made: list[SipGateway] = []
 

@@ -10,10 +10,10 @@ import pytest
 from tests.sip.conftest import CONTEXT, NUMBERS, RING_S, needs_baresip
 from tests.sip.notice_audio import AI_LABEL, render_notice
 from tests.text.samples import ALL_NOTICES
-from voice_notify import reconcile
 from voice_notify.gateway.base import CallRequest, CallState, GatewayPermanentError
-from voice_notify.gateway.sip_audio import compare_audio, read_pcm
-from voice_notify.gateway.sip_callee import compare_answered_calls
+from voice_notify.gateway.sip.audio import compare_audio, read_pcm
+from voice_notify.settle import outcomes as reconcile
+from voice_notify_dev.sip_callee import compare_answered_calls
 
 pytestmark = [pytest.mark.integration, needs_baresip]
 
@@ -127,7 +127,7 @@ def test_an_unreachable_trunk_fails_on_the_setup_timer(make_gateway, audio_serve
 
 
 def test_a_key_pressed_after_the_notice_still_counts(callee, make_gateway, audio_server, tone_wav):
-    from voice_notify.gateway.sip_callee import CalleeBehaviour
+    from voice_notify_dev.sip_callee import CalleeBehaviour
 
     late = "+8613900000021"
     callee.add_numbers(

@@ -23,11 +23,14 @@ import sqlalchemy as sa
 from tests.crm_rows import seed_customers, synthesized_rows
 from tests.sip.conftest import needs_baresip
 from tests.text.samples import INCLUDE
-from voice_notify import demo_crm, dispatch, ledger, reconcile
-from voice_notify.campaigns import CallingHours, load_campaign_config
+from voice_notify import ledger
 from voice_notify.db import make_engine
+from voice_notify.dial import dialer as dispatch
 from voice_notify.gateway.base import CallRequest, CallState
-from voice_notify.gateway.sip import SipGateway, SipSettings
+from voice_notify.gateway.sip.gateway import SipGateway, SipSettings
+from voice_notify.plan.campaigns import CallingHours, load_campaign_config
+from voice_notify.settle import outcomes as reconcile
+from voice_notify_dev import demo_crm
 
 pytestmark = [pytest.mark.integration, needs_baresip]
 
@@ -112,7 +115,7 @@ _PLACE_AND_HANG = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from voice_notify.gateway.base import CallRequest
-    from voice_notify.gateway.sip import SipGateway, SipSettings
+    from voice_notify.gateway.sip.gateway import SipGateway, SipSettings
     host, port, state_dir, url = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     gateway = SipGateway(SipSettings(trunk_host=host, trunk_port=port, state_dir=Path(state_dir)))
     status = gateway.place_call(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from voice_notify.gateway.base import CallState
-from voice_notify.gateway.sip import SipSettings, sip_outcome
-from voice_notify.gateway.sip_audio import compare_audio
-from voice_notify.gateway.sip_baresip import mask_numbers
-from voice_notify.gateway.sip_callee import behaviour_for_number
+from voice_notify.gateway.sip.audio import compare_audio
+from voice_notify.gateway.sip.baresip import mask_numbers
+from voice_notify.gateway.sip.gateway import SipSettings, sip_outcome
+from voice_notify_dev.sip_callee import behaviour_for_number
 
 
 @pytest.mark.parametrize(

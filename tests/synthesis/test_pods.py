@@ -53,7 +53,7 @@ def _pod_for_try(mapped, batch_key: str, try_number: int, map_index: int = 3):
 def _mapped_operator():
     from airflow.sdk import DAG
 
-    from voice_notify.pods import SynthesisPodOperator
+    from voice_notify.airflow.operators import SynthesisPodOperator
 
     with DAG("pod_spec_test", schedule=None, start_date=dt.datetime(2026, 1, 1)):
         return SynthesisPodOperator.partial(
@@ -109,7 +109,7 @@ def test_a_retry_builds_the_same_work_under_labels_that_find_the_first_pod(
 
 
 def test_the_daily_dag_runs_synthesis_as_pods_in_kubernetes_mode(kubernetes_settings) -> None:
-    from voice_notify.pods import SynthesisPodOperator
+    from voice_notify.airflow.operators import SynthesisPodOperator
 
     spec = importlib.util.spec_from_file_location("vn_dag_kubernetes", DAG_FILE)
     module = importlib.util.module_from_spec(spec)

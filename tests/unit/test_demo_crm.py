@@ -6,8 +6,8 @@ from collections import Counter
 
 import sqlalchemy as sa
 
-from voice_notify import demo_crm
 from voice_notify.phone import InvalidPhoneNumber, to_e164
+from voice_notify_dev import demo_crm
 
 ANCHOR = dt.date(2026, 11, 26)
 

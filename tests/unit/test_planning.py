@@ -8,9 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from synthesis.text import NoticeComposer, Segment
-from voice_notify import ledger, planning, reasons
-from voice_notify.campaigns import load_campaign_config
+from voice_notify import ledger, reasons
 from voice_notify.ledger import LedgerState
+from voice_notify.plan import eligibility as planning
+from voice_notify.plan.campaigns import load_campaign_config
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
 DAY = dt.date(2026, 11, 26)

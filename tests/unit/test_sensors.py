@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from voice_notify import pipeline
-from voice_notify.sensors import CallOutcomesSensor
+from voice_notify.airflow import tasks as pipeline
+from voice_notify.airflow.sensors import CallOutcomesSensor
 
 
 @pytest.fixture

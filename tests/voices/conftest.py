@@ -14,7 +14,8 @@ DAY = dt.date(2026, 11, 26)
 @pytest.fixture
 def registry(db_engine: sa.Engine) -> sa.Engine:
     """An empty voice registry (and ledger) on SQLite, PostgreSQL and MariaDB in turn."""
-    from voice_notify import ledger, voice_profiles
+    from voice_notify import ledger
+    from voice_notify.voices import registry as voice_profiles
 
     ledger.ensure_schema(db_engine)
     voice_profiles.ensure_schema(db_engine)
@@ -23,8 +24,9 @@ def registry(db_engine: sa.Engine) -> sa.Engine:
 
 @pytest.fixture
 def sqlite_registry(tmp_path) -> sa.Engine:
-    from voice_notify import ledger, voice_profiles
+    from voice_notify import ledger
     from voice_notify.db import make_engine
+    from voice_notify.voices import registry as voice_profiles
 
     engine = make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     ledger.ensure_schema(engine)

@@ -10,15 +10,15 @@ import sqlalchemy as sa
 from airflow.sdk.exceptions import AirflowFailException
 
 from tests.voices.conftest import ALL_TYPES, DAY
-from voice_notify import enrollment as en
-from voice_notify import voice_profiles as vp
+from voice_notify.voices import enrollment as en
+from voice_notify.voices import registry as vp
 
 PROMPT = "您好，我是您的客户经理，很高兴为您服务，有任何问题都可以随时联系我。"
 
 
 @pytest.fixture
 def connections(tmp_path, s3_bucket, s3_endpoint, monkeypatch: pytest.MonkeyPatch):
-    from voice_notify import storage
+    from voice_notify.airflow import storage
     from voice_notify.settings import get_settings
 
     suffix = uuid.uuid4().hex[:8]

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.voices.conftest import ALL_TYPES, DAY
-from voice_notify import enrollment as en
-from voice_notify import voice_profiles as vp
+from voice_notify.voices import enrollment as en
+from voice_notify.voices import registry as vp
 
 PROMPT = "您好，我是您的客户经理，很高兴为您服务，有任何问题都可以随时联系我。"
 OTHER = "您本月的还款日是十二月五日，应还金额三千二百八十元，请按时还款。"

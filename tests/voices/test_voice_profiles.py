@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.voices.conftest import ALL_TYPES, DAY
-from voice_notify import voice_profiles as vp
+from voice_notify.voices import registry as vp
 
 
 def _profile(conn, profile_id, locales=("cmn",), types=ALL_TYPES, status=vp.ProfileStatus.ACTIVE):

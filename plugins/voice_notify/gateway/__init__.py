@@ -63,7 +63,7 @@ def gateway_from_connection(conn_id: str) -> VoiceGateway:
             timeout_s=float(extra.get("timeout_s", 10.0)),
         )
     if kind == "sip":
-        from voice_notify.gateway.sip import SipGateway, SipSettings
+        from voice_notify.gateway.sip.gateway import SipGateway, SipSettings
 
         # host/port are the trunk; login/password answer its digest challenge.
         return SipGateway(

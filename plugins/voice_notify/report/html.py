@@ -1,6 +1,6 @@
 """The campaign report as one HTML page a person reads: counts, rates, synthesis.
 
-Rendered from the same dictionary as ``report.json`` (``voice_notify.report``), stored
+Rendered from the same dictionary as ``report.json`` (``voice_notify.report.campaign``), stored
 beside it as ``reports/<date>/report.html``. Charts are inline SVG drawn here: no
 script, no web font, no CDN, so the page renders offline and from an S3 download.
 """

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from voice_notify import demo_crm, ledger, localrun
+from voice_notify import ledger
 from voice_notify.phone import InvalidPhoneNumber, to_e164
+from voice_notify_dev import demo_crm, localrun
 
 DAG_ID = "voice_notice_daily"
 RECONCILE_DAG_ID = "voice_notice_reconcile"
@@ -71,7 +72,7 @@ def _call_attempts(crm_url: str) -> list[sa.Row]:
 def _gateway(kind: str, state_dir: Path, crm_url: str, seed: int) -> Iterator[dict[str, str]]:
     """Start the callee side of the chosen gateway; yields the environment it needs."""
     if kind == "simulator":
-        from voice_notify.gateway.simulator import start_simulator
+        from voice_notify_dev.simulator import start_simulator
 
         with start_simulator(state_dir / "gateway", seed=seed, call_seconds=0.3) as sim:
             faults = os.environ.get("GATEWAY_FAULTS") or "none"
@@ -80,7 +81,7 @@ def _gateway(kind: str, state_dir: Path, crm_url: str, seed: int) -> Iterator[di
                 "AIRFLOW_CONN_VOICE_GATEWAY": localrun.gateway_connection_json(sim.url, 2.0),
             }
         return
-    from voice_notify.gateway.sip_callee import start_sip_callee
+    from voice_notify_dev.sip_callee import start_sip_callee
 
     engine = sa.create_engine(crm_url)
     with engine.connect() as conn:
@@ -123,7 +124,7 @@ def _sip_matches(
     state_dir: Path, s3: localrun.S3Endpoint, attempts: Sequence[sa.Row]
 ) -> list[dict]:
     """For each answered SIP call: does the callee's recording equal the audio sent?"""
-    from voice_notify.gateway.sip_callee import compare_answered_calls
+    from voice_notify_dev.sip_callee import compare_answered_calls
 
     client = s3.client()
     sent = {

@@ -57,8 +57,8 @@ from voice_notify.gateway.base import (
     GatewayPermanentError,
     GatewayTransientError,
 )
-from voice_notify.gateway.sip_audio import PlaybackAudio, UnplayableAudio, decode_playback
-from voice_notify.gateway.sip_baresip import (
+from voice_notify.gateway.sip.audio import PlaybackAudio, UnplayableAudio, decode_playback
+from voice_notify.gateway.sip.baresip import (
     DEFAULT_MODULE_PATH,
     BaresipConfig,
     BaresipError,

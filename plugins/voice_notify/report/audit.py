@@ -12,7 +12,7 @@ Two parts in the ledger database:
 
 The CLI prints one notice as JSON for a compliance officer::
 
-    python -m voice_notify.audit --notice-id 42 [--date 2026-11-26] [--db-url URL]
+    python -m voice_notify.report.audit --notice-id 42 [--date 2026-11-26] [--db-url URL]
 
 Without ``--db-url`` it uses the ledger's Airflow Connection. The ledger holds no phone
 numbers; every string printed still passes through ``mask_phone`` wherever it looks
@@ -31,8 +31,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify import ledger, retention, voice_profiles
+from voice_notify import ledger, retention
 from voice_notify.phone import mask_phone
+from voice_notify.voices import registry as voice_profiles
 
 VIEW = "notice_audit"
 _PHONE_LIKE = re.compile(r"(?<![\w])\+?\d{7,15}(?![\w])")
@@ -313,7 +314,7 @@ def synthesis_of_date(
     campaign of the date (``campaigns/<date>/<campaign>/{batches,results}/``).
     """
     from synthesis.manifest import BatchItem, parse_lines, parse_results
-    from voice_notify import storage
+    from voice_notify.airflow import storage
     from voice_notify.settings import get_settings
 
     prefix = f"campaigns/{campaign_date.isoformat()}/"

@@ -43,8 +43,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from voice_notify.gateway.sip_audio import AudioMatch, compare_audio, read_pcm
-from voice_notify.gateway.sip_baresip import (
+from voice_notify.gateway.sip.audio import AudioMatch, compare_audio, read_pcm
+from voice_notify.gateway.sip.baresip import (
     BaresipConfig,
     BaresipError,
     BaresipProcess,

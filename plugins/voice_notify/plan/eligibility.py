@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from synthesis.manifest import BatchItem, VoiceSpec, item_seed
 from voice_notify import ledger, reasons
-from voice_notify.campaigns import CampaignConfig
 from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
+from voice_notify.plan.campaigns import CampaignConfig
 
 log = logging.getLogger(__name__)
 

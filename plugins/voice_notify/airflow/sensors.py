@@ -49,7 +49,7 @@ class CallOutcomesSensor(BaseSensorOperator):
         ]
 
     def poke(self, context: Any) -> bool:
-        from voice_notify import pipeline
+        from voice_notify.airflow import tasks as pipeline
 
         counts = pipeline.settle(self._dates())
         log.info("calls: %s", counts)

@@ -6,7 +6,7 @@ and a developer's laptop have a CRM shaped like the real thing, with the dirty
 rows real CRMs hold (malformed phones, missing variables, unknown notice types,
 over-long free text).
 
-Run ``python -m voice_notify.demo_crm --url sqlite:///.demo/crm.sqlite`` to
+Run ``python -m voice_notify_dev.demo_crm --url sqlite:///.demo/crm.sqlite`` to
 create and seed one.
 """
 

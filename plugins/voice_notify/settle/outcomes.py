@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from voice_notify import ledger, reasons
-from voice_notify.campaigns import CampaignConfig
 from voice_notify.db import load_sql
 from voice_notify.gateway.base import CallState, CallStatus, GatewayError, VoiceGateway
 from voice_notify.ledger import LedgerState
+from voice_notify.plan.campaigns import CampaignConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,14 @@
 """Synthesis benchmarks and the similarity calibration; they print, they do not assert.
 
-    python -m synthesis.bench overhead [--items 500]   worker overhead per item (espeak-ng)
-    python -m synthesis.bench cache [--date D]         segment cache vs whole-notice cache
-    python -m synthesis.bench calibrate                speaker-similarity threshold
+    python -m voice_notify_dev.bench_synthesis overhead [--items 500]
+        worker overhead per item (espeak-ng)
+    python -m voice_notify_dev.bench_synthesis cache [--date D]
+        segment cache vs whole-notice cache
+    python -m voice_notify_dev.bench_synthesis calibrate
+        speaker-similarity threshold
 
 Each starts a local S3 endpoint (moto's server, as the demo does) and uses the demo
-CRM's notices (``voice_notify.demo_crm``) composed by the real frontend.
+CRM's notices (``voice_notify_dev.demo_crm``) composed by the real frontend.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ def demo_items(date: dt.date, *, whole_crm: bool, customers: int = 600) -> list[
     """Planned notices of the demo CRM: the campaign of ``date``, or every valid notice."""
     from synthesis.instructs import include_dir
     from synthesis.text import NoticeComposer
-    from voice_notify import demo_crm, planning
-    from voice_notify.campaigns import load_campaign_config
+    from voice_notify.plan import eligibility as planning
+    from voice_notify.plan.campaigns import load_campaign_config
+    from voice_notify_dev import demo_crm
 
     config = load_campaign_config(include_dir() / "campaigns.yaml")
     composer = NoticeComposer.load(include_dir())
@@ -83,7 +87,7 @@ def local_bucket() -> Iterator[Any]:
     import boto3
 
     from synthesis.store import BatchStore
-    from voice_notify.localrun import start_s3
+    from voice_notify_dev.localrun import start_s3
 
     with tempfile.TemporaryDirectory(prefix="vn-bench-") as tmp:
         endpoint = start_s3(Path(tmp) / "s3.log")
@@ -241,7 +245,9 @@ def calibrate(date: dt.date, notices: int = 12) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synthesis.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m voice_notify_dev.bench_synthesis", description=__doc__
+    )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("what", choices=("overhead", "cache", "calibrate", "all"))
     parser.add_argument("--items", type=int, default=500)

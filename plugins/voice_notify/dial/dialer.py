@@ -23,8 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from synthesis.manifest import ResultItem
-from voice_notify import compliance, ledger, reasons
-from voice_notify.campaigns import CampaignConfig
+from voice_notify import ledger, reasons
 from voice_notify.db import load_sql
 from voice_notify.gateway.base import (
     CallRequest,
@@ -35,6 +34,8 @@ from voice_notify.gateway.base import (
 )
 from voice_notify.ledger import LedgerState
 from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
+from voice_notify.plan import compliance
+from voice_notify.plan.campaigns import CampaignConfig
 
 log = logging.getLogger(__name__)
 

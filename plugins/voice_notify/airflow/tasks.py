@@ -20,9 +20,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify import audit, db, ledger, planning, storage, voice_profiles
-from voice_notify.campaigns import CampaignConfig, load_campaign_config
+from voice_notify import db, ledger
+from voice_notify.airflow import storage
+from voice_notify.plan import eligibility as planning
+from voice_notify.plan.campaigns import CampaignConfig, load_campaign_config
+from voice_notify.report import audit
 from voice_notify.settings import get_settings
+from voice_notify.voices import registry as voice_profiles
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +175,7 @@ def _now() -> dt.datetime:
 
 
 def _dial_context():
-    from voice_notify import dispatch
+    from voice_notify.dial import dialer as dispatch
     from voice_notify.gateway import gateway_from_connection
 
     settings = get_settings()
@@ -201,7 +205,7 @@ def _raise_for_retry(counts) -> None:
 def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool) -> dict[str, Any]:
     """Record a batch's synthesis results and place its calls (unless dry run)."""
     from synthesis.manifest import parse_results
-    from voice_notify import dispatch
+    from voice_notify.dial import dialer as dispatch
 
     settings = get_settings()
     engine = _ledger_engine()
@@ -222,8 +226,8 @@ def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool
 
 def settle(dates: list[dt.date]) -> dict[str, Any]:
     """One pass over the open calls of these dates: callbacks first, else the gateway."""
-    from voice_notify import reconcile as rc
     from voice_notify.gateway import gateway_from_connection
+    from voice_notify.settle import outcomes as rc
 
     settings = get_settings()
     counts = rc.settle_calls(
@@ -238,7 +242,7 @@ def settle(dates: list[dt.date]) -> dict[str, Any]:
 
 def write_back(dates: list[dt.date]) -> dict[str, Any]:
     """Write the settled notices and ended attempts of these dates back to the CRM."""
-    from voice_notify import reconcile as rc
+    from voice_notify.settle import outcomes as rc
 
     with _ledger_engine().connect() as conn:
         plan = rc.load_write_back(conn, dates)
@@ -259,7 +263,7 @@ def recent_dates(today: dt.date) -> list[dt.date]:
 
 def redial_due(dates: list[dt.date]) -> dict[str, Any]:
     """Dial the rows of these dates whose redial (or calling window) has come."""
-    from voice_notify import dispatch
+    from voice_notify.dial import dialer as dispatch
 
     engine = _ledger_engine()
     with engine.connect() as conn:
@@ -279,10 +283,9 @@ def redial_due(dates: list[dt.date]) -> dict[str, Any]:
 
 def report(campaign_date: dt.date) -> dict[str, Any]:
     """The date's report as JSON (machines) and HTML (people) beside it, rewritten each time;
-    also records each notice's synthesis in the audit table (``voice_notify.audit``)."""
-    from voice_notify import audit
-    from voice_notify.report import campaign_report
-    from voice_notify.report_html import render
+    also records each notice's synthesis in the audit table (``voice_notify.report.audit``)."""
+    from voice_notify.report.campaign import campaign_report
+    from voice_notify.report.html import render
 
     engine = _ledger_engine()
     with engine.connect() as conn:

@@ -17,7 +17,7 @@ this order; the first failure is the rejection, with its reason code:
 | ``denylist_voice`` | speaker embedding close to a denylisted voice |
 
 Thresholds were calibrated on this project's synthetic voices (espeak-ng variants
-standing in for speakers; ``python -m voice_notify.enrollment calibrate`` prints
+standing in for speakers; ``python -m voice_notify.voices.enrollment calibrate`` prints
 the figures): see :data:`DENYLIST_SIMILARITY` and
 :data:`SINGLE_SPEAKER_MIN_SIMILARITY` for the measured ranges. Recalibrate on real
 recordings before trusting them for people.
@@ -25,7 +25,7 @@ recordings before trusting them for people.
 The denylist is data: ``include/voices/denylist.yaml`` (names and, for voices, the
 synthetic stand-in that produces the reference) and
 ``include/voices/denylist_embeddings.json`` (the reference embeddings, regenerated
-with ``python -m voice_notify.enrollment build-denylist``).
+with ``python -m voice_notify.voices.enrollment build-denylist``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from voice_notify import voice_profiles
+from voice_notify.voices import registry as voice_profiles
 
 log = logging.getLogger(__name__)
 
@@ -742,7 +742,7 @@ def publish_profile_document(
 def republish_profile(conn: sa.Connection, s3_client: Any, bucket: str, profile_id: str) -> bool:
     """Rewrite a profile's ``profile.json`` after a revocation or a status change.
 
-    Call it after :func:`voice_notify.voice_profiles.revoke_consent`; returns whether the
+    Call it after :func:`voice_notify.voices.registry.revoke_consent`; returns whether the
     published profile still carries a consent. Other fields of the published document
     (e.g. the demo's ``espeak_variant``) are kept.
     """
@@ -962,7 +962,7 @@ def read_source(recording: str, transcript: str, language: str) -> bytes:
     ``s3://bucket/key``; ``include:<path>`` under the include folder; ``synthetic:<variant>``
     renders the transcript with espeak-ng (demo and trials only); else a key in the bucket.
     """
-    from voice_notify import storage
+    from voice_notify.airflow import storage
     from voice_notify.settings import get_settings
 
     if recording.startswith("synthetic:"):
@@ -981,7 +981,8 @@ def read_source(recording: str, transcript: str, language: str) -> bytes:
 
 
 def _task_context() -> tuple[sa.Engine, Any, str]:
-    from voice_notify import db, storage
+    from voice_notify import db
+    from voice_notify.airflow import storage
     from voice_notify.settings import get_settings
 
     engine = db.engine_for(get_settings().ledger_conn_id)

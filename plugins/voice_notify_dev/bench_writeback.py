@@ -1,6 +1,6 @@
 """Benchmark: CRM write-back of 100,000 call outcomes into PostgreSQL.
 
-``python -m voice_notify.bench_writeback`` (``make bench-writeback``). Creates a
+``python -m voice_notify_dev.bench_writeback`` (``make bench-writeback``). Creates a
 scratch database on the server named by ``VOICE_NOTIFY_BENCH_POSTGRES_URL``
 (default: this machine's PostgreSQL), fills a demo CRM with N notices, then
 measures in the same run:
@@ -24,8 +24,9 @@ import uuid
 
 import sqlalchemy as sa
 
-from voice_notify import demo_crm, reconcile
 from voice_notify.db import make_engine
+from voice_notify.settle import outcomes as reconcile
+from voice_notify_dev import demo_crm
 
 DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DAY = dt.date(2026, 11, 26)

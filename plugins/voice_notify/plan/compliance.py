@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from phonenumbers import timezone as phone_timezone
 
 from voice_notify import ledger, reasons
-from voice_notify.campaigns import CallingHours, Caps
+from voice_notify.plan.campaigns import CallingHours, Caps
 
 DEFAULT_ZONE = "Asia/Shanghai"
 

@@ -10,7 +10,7 @@ signed status callbacks, and injects the faults a real network has.
 
 Run it::
 
-    PYTHONPATH=plugins python -m voice_notify.gateway.simulator \\
+    PYTHONPATH=plugins python -m voice_notify_dev.simulator \\
         --host 127.0.0.1 --port 0 --state-dir DIR --seed 7 [--call-seconds 0.3] \\
         [--outcomes completed=0.45,confirm=0.25,optout=0.05,no_answer=0.12,busy=0.08,\\
                     failed=0.03,machine=0.02] \\
@@ -237,10 +237,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from voice_notify.gateway import faults as fault_names
 from voice_notify.gateway.base import CallState
 from voice_notify.gateway.callbacks import sign_http_callback
-from voice_notify.gateway.faults import NO_FAULTS, FaultPlan, parse_faults
+from voice_notify_dev import faults as fault_names
+from voice_notify_dev.faults import NO_FAULTS, FaultPlan, parse_faults
 
 log = logging.getLogger(__name__)
 
@@ -1594,7 +1594,7 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: ``python -m voice_notify.gateway.simulator``."""
+    """Command-line entry point: ``python -m voice_notify_dev.simulator``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -1719,7 +1719,7 @@ def start_simulator(
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / LOG_FILE
-    command = [sys.executable, "-m", "voice_notify.gateway.simulator", "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "voice_notify_dev.simulator", "--host", "127.0.0.1"]
     command += ["--port", "0", "--state-dir", str(state_dir), "--seed", str(seed)]
     command += ["--call-seconds", str(call_seconds)]
     if outcomes is not None:
@@ -1737,7 +1737,7 @@ def start_simulator(
     ):
         if value is not None:
             env[name] = value
-    plugins_dir = str(Path(__file__).resolve().parents[2])
+    plugins_dir = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [plugins_dir, env.get("PYTHONPATH")]))
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
