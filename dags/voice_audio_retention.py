@@ -39,10 +39,10 @@ never from the clock, and what is gone is not listed again.
 def voice_audio_retention():
     @task
     def purge_audio() -> dict:
-        from voice_notify import retention
+        from voice_notify.airflow import tasks
 
         logical = get_current_context()["logical_date"]
-        return retention.run(dt.date(logical.year, logical.month, logical.day))
+        return tasks.purge_audio(dt.date(logical.year, logical.month, logical.day))
 
     purge_audio()
 

@@ -71,21 +71,21 @@ def voice_profile_enroll():
 
     @task
     def validate(params=None) -> dict:
-        from voice_notify.voices import enrollment
+        from voice_notify.airflow import voice_tasks
 
-        return enrollment.validate_task(params, _on())
+        return voice_tasks.validate_task(params, _on())
 
     @task
     def embed(staged: dict, params=None) -> dict:
-        from voice_notify.voices import enrollment
+        from voice_notify.airflow import voice_tasks
 
-        return enrollment.embed_task(params, staged, _on())
+        return voice_tasks.embed_task(params, staged, _on())
 
     @task
     def store(embedded: dict, params=None) -> dict:
-        from voice_notify.voices import enrollment
+        from voice_notify.airflow import voice_tasks
 
-        return enrollment.store_task(params, embedded, _on())
+        return voice_tasks.store_task(params, embedded, _on())
 
     store(embed(validate()))
 

@@ -8,81 +8,11 @@ change nothing. Verified events go to ``call_events`` (deduplicated).
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI, HTTPException, Request, Response
 
-log = logging.getLogger(__name__)
-
-callbacks_app = FastAPI(title="voice-notify gateway callbacks")
-
-
-def _gateway_secret() -> str:
-    from airflow.sdk import BaseHook
-
-    from voice_notify.settings import get_settings
-
-    conn = BaseHook.get_connection(get_settings().gateway_conn_id)
-    if not conn.password:
-        raise HTTPException(status_code=503, detail="gateway secret not configured")
-    return conn.password
-
-
-def _ledger_engine():
-    from voice_notify import db, ledger
-    from voice_notify.settings import get_settings
-
-    engine = db.engine_for(get_settings().ledger_conn_id)
-    ledger.ensure_schema(engine)
-    return engine
-
-
-@callbacks_app.post("/callbacks/http", status_code=204)
-async def http_callback(request: Request) -> Response:
-    from voice_notify.gateway.callbacks import (
-        InvalidSignature,
-        parse_http_callback,
-        verify_http_callback,
-    )
-    from voice_notify.settle.intake import store_events
-
-    body = await request.body()
-    try:
-        verify_http_callback(_gateway_secret(), dict(request.headers), body)
-        events = parse_http_callback(body)
-    except InvalidSignature as exc:
-        log.warning("rejected an HTTP gateway callback: %s", exc)
-        raise HTTPException(status_code=403, detail="invalid signature") from None
-    except ValueError as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
-    stored = store_events(_ledger_engine(), events, "http")
-    log.info("stored %d of %d callback events", stored, len(events))
-    return Response(status_code=204)
-
-
-@callbacks_app.post("/callbacks/twilio", status_code=204)
-async def twilio_callback(request: Request) -> Response:
-    from voice_notify.gateway.callbacks import (
-        InvalidSignature,
-        parse_twilio_callback,
-        verify_twilio_callback,
-    )
-    from voice_notify.settle.intake import store_events
-
-    form = {k: str(v) for k, v in (await request.form()).items()}
-    signature = request.headers.get("X-Twilio-Signature", "")
-    try:
-        verify_twilio_callback(_gateway_secret(), str(request.url), form, signature)
-        events = parse_twilio_callback(form, request.query_params.get("ik"))
-    except InvalidSignature as exc:
-        log.warning("rejected a Twilio callback: %s", exc)
-        raise HTTPException(status_code=403, detail="invalid signature") from None
-    except ValueError as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from None
-    store_events(_ledger_engine(), events, "twilio")
-    return Response(status_code=204)
+from voice_notify.airflow.callbacks_app import callbacks_app
 
 
 class VoiceNotifyPlugin(AirflowPlugin):

@@ -114,7 +114,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.URL]:
 
 @pytest.fixture
 def db_engine(db_url: sa.URL) -> Iterator[sa.Engine]:
-    from voice_notify.db import make_engine
+    from voice_notify.db.sql import make_engine
 
     engine = make_engine(db_url)
     yield engine

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 import sqlalchemy as sa
 
 from voice_notify import ledger
+from voice_notify.db import migrate
 from voice_notify.ledger import LedgerState
 from voice_notify_dev import demo_crm
 
@@ -16,7 +17,7 @@ from voice_notify_dev import demo_crm
 def seed_customers(engine: sa.Engine, phones: Mapping[int, str], due: dt.date) -> None:
     """Schema, one customer per phone and one pension notice each (same ids)."""
     demo_crm.create_schema(engine)
-    ledger.ensure_schema(engine)
+    migrate.upgrade(engine)
     with engine.begin() as conn:
         conn.execute(
             demo_crm.customers.insert(),

@@ -29,32 +29,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from voice_notify import ledger
+from voice_notify.db import schema
 
 log = logging.getLogger(__name__)
 
 AUDIO_PREFIXES = ("audio/", "masters/", "segments/")
 _DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1,000 keys
-
-metadata = sa.MetaData()
-
-audio_deletions = sa.Table(
-    "audio_deletions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("object_key", sa.String(512), nullable=False),
-    sa.Column("last_modified", sa.DateTime, nullable=False),  # naive UTC
-    sa.Column("size_bytes", sa.BigInteger),
-    sa.Column("cutoff", sa.DateTime, nullable=False),
-    sa.Column("logical_date", sa.Date, nullable=False),
-    sa.Column("recorded_at", sa.DateTime, nullable=False),
-    sa.Column("deleted_at", sa.DateTime),  # null: recorded, delete not confirmed yet
-    sa.UniqueConstraint("object_key", "last_modified", name="uq_audio_deletion"),
-    sa.Index("ix_audio_deletions_date", "logical_date"),
-)
-
-
-def ensure_schema(engine: sa.Engine) -> None:
-    metadata.create_all(engine)
 
 
 def _utcnow() -> dt.datetime:
@@ -94,7 +74,7 @@ def _audio_objects(s3_client: Any, bucket: str, prefixes: Sequence[str]) -> Iter
 
 def audio_in_use(conn: sa.Connection) -> set[str]:
     """Audio keys of ledger rows that are not settled yet (still to be dialled)."""
-    table = ledger.dispatch_ledger
+    table = schema.dispatch_ledger
     open_states = [s.value for s in ledger.LedgerState if not s.terminal]
     query = sa.select(table.c.audio_key).where(
         table.c.state.in_(open_states), table.c.audio_key.is_not(None)
@@ -126,8 +106,6 @@ def purge_audio(
     :param s3_client: a boto3 S3 client (in Airflow: ``S3Hook(...).get_conn()``)
     """
     cutoff = cutoff_for(logical_date, retention_days)
-    ledger.ensure_schema(engine)
-    ensure_schema(engine)
     with engine.connect() as conn:
         in_use = audio_in_use(conn)
     examined = kept = 0
@@ -180,7 +158,7 @@ def _record(
     ]
     with engine.begin() as conn:
         stmt = ledger.insert_ignoring_duplicates(
-            conn, audio_deletions, ("object_key", "last_modified")
+            conn, schema.audio_deletions, ("object_key", "last_modified")
         )
         conn.execute(stmt, rows)
 
@@ -201,11 +179,11 @@ def _confirm(engine: sa.Engine, batch: Sequence[dict]) -> None:
     with engine.begin() as conn:
         for o in batch:
             conn.execute(
-                audio_deletions.update()
+                schema.audio_deletions.update()
                 .where(
-                    audio_deletions.c.object_key == o["Key"],
-                    audio_deletions.c.last_modified == _naive(o["LastModified"]),
-                    audio_deletions.c.deleted_at.is_(None),
+                    schema.audio_deletions.c.object_key == o["Key"],
+                    schema.audio_deletions.c.last_modified == _naive(o["LastModified"]),
+                    schema.audio_deletions.c.deleted_at.is_(None),
                 )
                 .values(deleted_at=now)
             )
@@ -218,9 +196,9 @@ def manifest_key_for(logical_date: dt.date) -> str:
 def _write_manifest(engine: sa.Engine, s3_client: Any, bucket: str, logical_date: dt.date) -> str:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(audio_deletions)
-            .where(audio_deletions.c.logical_date == logical_date)
-            .order_by(audio_deletions.c.object_key)
+            sa.select(schema.audio_deletions)
+            .where(schema.audio_deletions.c.logical_date == logical_date)
+            .order_by(schema.audio_deletions.c.object_key)
         ).all()
     body = "".join(
         json.dumps(
@@ -240,20 +218,3 @@ def _write_manifest(engine: sa.Engine, s3_client: Any, bucket: str, logical_date
         Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/jsonl"
     )
     return key
-
-
-def run(logical_date: dt.date) -> dict[str, Any]:
-    """The retention task: settings, the ledger Connection and the S3 Connection."""
-    from voice_notify import db
-    from voice_notify.airflow import storage
-    from voice_notify.settings import get_settings
-
-    settings = get_settings()
-    result = purge_audio(
-        db.engine_for(settings.ledger_conn_id),
-        storage.s3_hook().get_conn(),
-        storage.ensure_bucket(),
-        logical_date,
-        settings.audio_retention_days,
-    )
-    return result.as_dict()

@@ -24,7 +24,7 @@ import uuid
 
 import sqlalchemy as sa
 
-from voice_notify.db import make_engine
+from voice_notify.db.sql import make_engine
 from voice_notify.settle import outcomes as reconcile
 from voice_notify_dev import demo_crm
 

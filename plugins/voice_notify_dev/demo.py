@@ -25,6 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from voice_notify import ledger
+from voice_notify.db import migrate, schema
 from voice_notify.phone import InvalidPhoneNumber, to_e164
 from voice_notify_dev import demo_crm, localrun
 
@@ -61,9 +62,9 @@ def _copy_outputs(s3: localrun.S3Endpoint, bucket: str, report_key: str, out_dir
 def _call_attempts(crm_url: str) -> list[sa.Row]:
     engine = sa.create_engine(crm_url)
     try:
-        ledger.ensure_schema(engine)
+        migrate.upgrade(engine)
         with engine.connect() as conn:
-            return conn.execute(sa.select(ledger.call_attempts)).all()
+            return conn.execute(sa.select(schema.call_attempts)).all()
     finally:
         engine.dispose()
 

@@ -187,7 +187,7 @@ def airflow_environment(
 
 def enroll_demo_voices(crm_url: str, s3: S3Endpoint, bucket: str, on: dt.date) -> list[str]:
     """Enroll the four demo agents with consent records (idempotent), as the demo needs."""
-    from voice_notify.voices.enrollment import enroll_demo_profiles
+    from voice_notify_dev.demo_voices import enroll_demo_profiles
 
     client = s3.client()
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}

@@ -12,7 +12,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from synthesis.manifest import ResultItem
-from voice_notify import ledger, retention
+from voice_notify import ledger
+from voice_notify.db import migrate, schema
 from voice_notify.report import audit
 from voice_notify.voices import registry as vp
 
@@ -23,7 +24,7 @@ TYPES = ("repayment_reminder",)
 
 def _stock(engine: sa.Engine) -> int:
     """One notice: planned with a consenting voice, rendered, called twice, audio purged."""
-    audit.ensure_view(engine)
+    migrate.upgrade(engine)
     now = dt.datetime(2026, 11, 26, 8, 0)
     with engine.begin() as conn:
         spec = vp.ProfileSpec("agent-a", "林芳", "cmn", ("cmn",), TYPES)
@@ -33,7 +34,7 @@ def _stock(engine: sa.Engine) -> int:
         )
         vp.record_consent(conn, consent)
         conn.execute(
-            ledger.dispatch_ledger.insert(),
+            schema.dispatch_ledger.insert(),
             {
                 "notice_id": 42,
                 "campaign_date": DAY,
@@ -48,12 +49,12 @@ def _stock(engine: sa.Engine) -> int:
                 "updated_at": now,
             },
         )
-        ledger_id = conn.execute(sa.select(ledger.dispatch_ledger.c.id)).scalar_one()
+        ledger_id = conn.execute(sa.select(schema.dispatch_ledger.c.id)).scalar_one()
         decision = vp.consent_for(conn, "agent-a", "repayment_reminder", "cmn", DAY)
         audit.record_voice_choice(conn, ledger_id, 42, DAY, decision, instruct="warm")
         for attempt, outcome in ((1, "no_answer"), (2, "confirmed")):
             conn.execute(
-                ledger.call_attempts.insert(),
+                schema.call_attempts.insert(),
                 {
                     "ledger_id": ledger_id,
                     "notice_id": 42,
@@ -84,7 +85,7 @@ def _stock(engine: sa.Engine) -> int:
         )
         audit.record_synthesis(conn, rows, {ledger_id: result}, {ledger_id: ("agent-a", "warm")})
         conn.execute(
-            retention.audio_deletions.insert(),
+            schema.audio_deletions.insert(),
             {
                 "object_key": "audio/ab/ab12.wav",
                 "last_modified": now,
@@ -99,8 +100,7 @@ def _stock(engine: sa.Engine) -> int:
 
 def test_audit_view_gives_voice_consent_synthesis_and_attempts(db_engine) -> None:
     _stock(db_engine)
-    audit.ensure_view(db_engine)  # an existing view is left alone
-    audit.ensure_view(db_engine, replace=True)  # or recreated
+    migrate.upgrade(db_engine)  # a second upgrade finds the view there and changes nothing
     with db_engine.connect() as conn:
         records = audit.notice_audit(conn, 42, DAY)
         assert audit.notice_audit(conn, 42, DAY - dt.timedelta(days=1)) == []
@@ -126,7 +126,7 @@ def test_audit_view_gives_voice_consent_synthesis_and_attempts(db_engine) -> Non
 
 
 def test_audit_cli_prints_json(tmp_path) -> None:
-    from voice_notify.db import make_engine
+    from voice_notify.db.sql import make_engine
 
     url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
     engine = make_engine(url)

@@ -8,7 +8,8 @@ import boto3
 import pytest
 import sqlalchemy as sa
 
-from voice_notify import ledger, retention
+from voice_notify import retention
+from voice_notify.db import migrate, schema
 
 
 def _put(client, bucket: str, keys: list[str]) -> None:
@@ -19,7 +20,7 @@ def _put(client, bucket: str, keys: list[str]) -> None:
 def _ledger_row(conn, notice_id: int, state: str, audio_key: str) -> None:
     now = dt.datetime(2026, 11, 1)
     conn.execute(
-        ledger.dispatch_ledger.insert(),
+        schema.dispatch_ledger.insert(),
         {
             "notice_id": notice_id,
             "campaign_date": dt.date(2026, 11, 1),
@@ -38,7 +39,7 @@ def stocked(db_engine, s3_bucket):
     audio = ["audio/aa/a1.wav", "audio/bb/b2.wav", "audio/cc/c3.wav"]
     _put(client, s3_bucket, [*audio, "masters/aa/a1.wav", "segments/dd/d4.wav"])
     _put(client, s3_bucket, ["voices/agent/prompt.wav", "reports/2026-11-01/report.json"])
-    ledger.ensure_schema(db_engine)
+    migrate.upgrade(db_engine)
     with db_engine.begin() as conn:
         _ledger_row(conn, 1, "completed", "audio/aa/a1.wav")
         _ledger_row(conn, 2, "synthesized", "audio/bb/b2.wav")  # still to be dialled
@@ -75,9 +76,7 @@ def test_purge_deletes_old_audio_keeps_the_ledger_and_is_idempotent(
     }
     with db_engine.connect() as conn:
         deletions = conn.execute(
-            sa.select(
-                retention.audio_deletions.c.object_key, retention.audio_deletions.c.deleted_at
-            )
+            sa.select(schema.audio_deletions.c.object_key, schema.audio_deletions.c.deleted_at)
         ).all()
         assert sorted(k for k, _ in deletions) == [
             "audio/aa/a1.wav",
@@ -88,7 +87,7 @@ def test_purge_deletes_old_audio_keeps_the_ledger_and_is_idempotent(
         assert all(when is not None for _, when in deletions)
         # The ledger keeps its rows and their audio keys.
         assert conn.execute(
-            sa.select(ledger.dispatch_ledger.c.audio_key).order_by(ledger.dispatch_ledger.c.id)
+            sa.select(schema.dispatch_ledger.c.audio_key).order_by(schema.dispatch_ledger.c.id)
         ).scalars().all() == ["audio/aa/a1.wav", "audio/bb/b2.wav"]
     manifest = client.get_object(Bucket=s3_bucket, Key=result.manifest_key)["Body"].read()
     assert manifest.count(b"\n") == 4 and b'"deleted": true' in manifest
@@ -101,7 +100,7 @@ def test_the_dag_task_reads_settings_and_connections(tmp_path, s3_bucket, s3_end
     import json
     import uuid
 
-    from voice_notify.airflow import storage
+    from voice_notify.airflow import storage, tasks
     from voice_notify.settings import get_settings
 
     suffix = uuid.uuid4().hex[:8].upper()
@@ -119,7 +118,7 @@ def test_the_dag_task_reads_settings_and_connections(tmp_path, s3_bucket, s3_end
     try:
         _put(boto3.client("s3"), s3_bucket, ["audio/aa/old.wav"])
         later = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=8)
-        result = retention.run(later)
+        result = tasks.purge_audio(later)
         assert (result["retention_days"], result["deleted"]) == (7, 1)
         monkeypatch.setenv("VOICE_NOTIFY_AUDIO_RETENTION_DAYS", "0")
         get_settings.cache_clear()

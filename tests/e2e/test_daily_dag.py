@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from tests.conftest import database_url, drop_database
 from voice_notify import ledger
+from voice_notify.db import schema
 from voice_notify.plan import eligibility as planning
 from voice_notify.plan.campaigns import load_campaign_config
 from voice_notify_dev import demo_crm, localrun
@@ -92,7 +93,7 @@ def test_daily_campaign_end_to_end(backend, tmp_path, campaign_env, simulator, s
             rows = ledger.rows_for_date(conn, DAY)
             notices = {r.id: r for r in conn.execute(sa.select(demo_crm.notices))}
             attempts = conn.execute(sa.select(demo_crm.contact_attempts)).all()
-            call_attempts = conn.execute(sa.select(ledger.call_attempts)).all()
+            call_attempts = conn.execute(sa.select(schema.call_attempts)).all()
 
         # Every notice of the campaign ends in exactly one terminal state with a reason.
         assert {r.notice_id for r in rows} == expected

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from voice_notify import ledger
+from voice_notify.db import schema
 from voice_notify_dev import demo_crm, localrun
 
 POOL_DAY = dt.date(2026, 11, 20)  # a dry run: synthesis only
@@ -282,7 +282,7 @@ def test_an_overlapping_backfill_places_no_duplicate_call(standalone: Standalone
         )
     assert all(len(dates) == 1 for dates in dates_per_notice.values())
     with standalone.crm.connect() as conn:
-        claims = conn.execute(sa.select(ledger.notice_dial_claims)).all()
-        attempts = conn.execute(sa.select(ledger.call_attempts)).all()
+        claims = conn.execute(sa.select(schema.notice_dial_claims)).all()
+        attempts = conn.execute(sa.select(schema.call_attempts)).all()
     assert len({c.notice_id for c in claims}) == len(claims)
     assert {a.idempotency_key for a in attempts} == set(per_key)

@@ -25,7 +25,8 @@ from voice_notify.gateway.base import (
     GatewayPermanentError,
     GatewayTransientError,
 )
-from voice_notify.gateway.simulator_client import SimulatorGateway, mask_phone
+from voice_notify.gateway.http import SimulatorGateway
+from voice_notify.phone import mask_phone
 from voice_notify_dev.simulator import (
     CALLS_FILE,
     DEFAULT_OUTCOMES,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from voice_notify import ledger
+from voice_notify.db import migrate, schema
 from voice_notify.gateway.callbacks import sign_http_callback
 from voice_notify.settings import get_settings
 
@@ -38,10 +38,10 @@ def client(tmp_path, monkeypatch: pytest.MonkeyPatch):
         ),
     )
     get_settings.cache_clear()
-    from voice_notify_callbacks import callbacks_app
+    from voice_notify.airflow.callbacks_app import callbacks_app
 
     engine = sa.create_engine(f"sqlite:///{db_path}")
-    ledger.ensure_schema(engine)
+    migrate.upgrade(engine)
     yield TestClient(callbacks_app), engine
     get_settings.cache_clear()
 
@@ -49,7 +49,7 @@ def client(tmp_path, monkeypatch: pytest.MonkeyPatch):
 def _events(engine: sa.Engine) -> list[sa.Row]:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(ledger.call_events).order_by(ledger.call_events.c.sequence)
+            sa.select(schema.call_events).order_by(schema.call_events.c.sequence)
         ).all()
 
 

@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from tests.crm_rows import seed_customers, synthesized_rows
 from voice_notify import ledger, reasons
+from voice_notify.db import schema
 from voice_notify.dial import dialer as dispatch
 from voice_notify.gateway.base import CallEvent, CallState, CallStatus
-from voice_notify.gateway.simulator_client import SimulatorGateway
+from voice_notify.gateway.http import SimulatorGateway
 from voice_notify.plan import compliance
 from voice_notify.plan.campaigns import CallingHours, Caps, load_campaign_config
 from voice_notify.settle import intake
@@ -85,7 +86,7 @@ def test_each_notice_is_called_once_across_retries_and_dates(db_engine, simulato
     keys = [c["idempotency_key"] for c in _calls(simulator)]
     assert sorted(keys) == sorted(dispatch.idempotency_key(i, DAY, 1) for i in (1, 2, 3))
     with db_engine.connect() as conn:
-        attempts = conn.execute(sa.select(ledger.call_attempts)).all()
+        attempts = conn.execute(sa.select(schema.call_attempts)).all()
     assert sorted(a.idempotency_key for a in attempts) == sorted(keys)
     assert {a.call_id for a in attempts} == {c["call_id"] for c in _calls(simulator)}
 
@@ -97,7 +98,7 @@ def test_a_call_left_in_dialing_is_looked_up_not_resent(db_engine, simulator, au
     dispatch.dial_rows(db_engine, db_engine, rows, _ctx(gateway, audio_url))
     # A worker that died after the gateway accepted but before recording it.
     with db_engine.begin() as conn:
-        conn.execute(ledger.dispatch_ledger.update().values(state="dialing", call_id=None))
+        conn.execute(schema.dispatch_ledger.update().values(state="dialing", call_id=None))
         stuck = ledger.rows_for_date(conn, DAY)
     # Right away, the row may still be in another worker's hands: left alone.
     young = dispatch.dial_rows(db_engine, db_engine, stuck, _ctx(gateway, audio_url))
@@ -157,7 +158,7 @@ def test_caps_hold_a_second_call_to_the_same_customer(db_engine, simulator, audi
     gateway = SimulatorGateway(simulator.url)
     rows = _synthesized(db_engine, [1, 2])
     with db_engine.begin() as conn:
-        conn.execute(ledger.dispatch_ledger.update().values(customer_id=1))
+        conn.execute(schema.dispatch_ledger.update().values(customer_id=1))
         rows = ledger.rows_for_date(conn, DAY)
     config = replace(DEMO_CONFIG, caps=Caps(per_minute=1, per_hour=5))
     counts = dispatch.dial_rows(db_engine, db_engine, rows, _ctx(gateway, audio_url, config=config))

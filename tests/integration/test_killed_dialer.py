@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from tests.integration.test_dispatch import DAY, _calls, _crm, _ctx, _rows, _synthesized
 from voice_notify.dial import dialer as dispatch
-from voice_notify.gateway.simulator_client import SimulatorGateway
+from voice_notify.gateway.http import SimulatorGateway
 from voice_notify.gateway.twilio import TwilioGateway
 from voice_notify_dev.simulator import start_simulator
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import boto3, sqlalchemy as sa
 from voice_notify.dial import dialer as dispatch
 from voice_notify.plan.campaigns import CallingHours, load_campaign_config
-from voice_notify.gateway.simulator_client import SimulatorGateway
+from voice_notify.gateway.http import SimulatorGateway
 from voice_notify.gateway.twilio import TwilioGateway
 
 db_url, gateway_url, bucket, include, kind = sys.argv[1:6]

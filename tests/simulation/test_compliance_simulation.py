@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from voice_notify import ledger
+from voice_notify.db import migrate, schema
 from voice_notify.dial import dialer as dispatch
 from voice_notify.gateway.base import CallRequest, CallState, CallStatus
 from voice_notify.ledger import LedgerState
@@ -134,7 +135,7 @@ def _voices(conn: sa.Connection, rng: random.Random) -> None:
 def _populate(engine: sa.Engine, rng: random.Random) -> dict[int, dict]:
     """Customers, notices planned with their voices, opt-outs and the do-not-call list."""
     demo_crm.create_schema(engine)
-    audit.ensure_view(engine)
+    migrate.upgrade(engine)
     customers, notices, decisions, blocked = [], [], [], []
     notice_id = 0
     for cid in range(1, CUSTOMERS + 1):
@@ -182,8 +183,8 @@ def _populate(engine: sa.Engine, rng: random.Random) -> dict[int, dict]:
                 conn, row.id, row.notice_id, DAY, by_notice[row.notice_id].consent
             )
         conn.execute(
-            ledger.dispatch_ledger.update()
-            .where(ledger.dispatch_ledger.c.state == "planned")
+            schema.dispatch_ledger.update()
+            .where(schema.dispatch_ledger.c.state == "planned")
             .values(state="synthesized", audio_key="audio/x.wav")
         )
         for phone in blocked:
@@ -235,7 +236,7 @@ def test_two_days_of_dialing_never_break_the_rules(tmp_path: Path) -> None:
     calls = gateway.calls
     assert len(calls) > 5_000, "the simulation should place many calls"
     with engine.connect() as conn:
-        dnc = set(conn.execute(sa.select(ledger.do_not_call.c.phone_e164)).scalars())
+        dnc = set(conn.execute(sa.select(schema.do_not_call.c.phone_e164)).scalars())
         notice_types = dict(
             conn.execute(sa.select(demo_crm.notices.c.id, demo_crm.notices.c.notice_type)).all()
         )
@@ -261,8 +262,8 @@ def test_two_days_of_dialing_never_break_the_rules(tmp_path: Path) -> None:
         states = ledger.count_by_state(conn, DAY)
         reasons = dict(
             conn.execute(
-                sa.select(ledger.dispatch_ledger.c.reason_code, sa.func.count()).group_by(
-                    ledger.dispatch_ledger.c.reason_code
+                sa.select(schema.dispatch_ledger.c.reason_code, sa.func.count()).group_by(
+                    schema.dispatch_ledger.c.reason_code
                 )
             ).all()
         )
@@ -275,11 +276,11 @@ def test_two_days_of_dialing_never_break_the_rules(tmp_path: Path) -> None:
 def _assert_called_only_in_consented_voices(engine, calls, notice_types) -> None:
     """Each call's voice had a consent valid on DAY, covering its notice type and locale."""
     with engine.connect() as conn:
-        consents = {r.consent_id: r for r in conn.execute(sa.select(voice_profiles.voice_consents))}
-        voices = {r.notice_id: r for r in conn.execute(sa.select(audit.notice_voice_audit))}
+        consents = {r.consent_id: r for r in conn.execute(sa.select(schema.voice_consents))}
+        voices = {r.notice_id: r for r in conn.execute(sa.select(schema.notice_voice_audit))}
         locales = dict(
             conn.execute(
-                sa.select(ledger.dispatch_ledger.c.notice_id, ledger.dispatch_ledger.c.locale)
+                sa.select(schema.dispatch_ledger.c.notice_id, schema.dispatch_ledger.c.locale)
             ).all()
         )
     for call in calls:

@@ -24,7 +24,7 @@ from tests.crm_rows import seed_customers, synthesized_rows
 from tests.sip.conftest import needs_baresip
 from tests.text.samples import INCLUDE
 from voice_notify import ledger
-from voice_notify.db import make_engine
+from voice_notify.db.sql import make_engine
 from voice_notify.dial import dialer as dispatch
 from voice_notify.gateway.base import CallRequest, CallState
 from voice_notify.gateway.sip.gateway import SipGateway, SipSettings

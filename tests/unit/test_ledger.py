@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from voice_notify import ledger
+from voice_notify.db import migrate
 from voice_notify.ledger import LedgerState
 
 DAY = dt.date(2026, 11, 26)
@@ -20,7 +21,7 @@ def _plan(engine, notice_id: int, day: dt.date = DAY, state=LedgerState.PLANNED)
 
 
 def test_one_row_per_notice_and_date(db_engine) -> None:
-    ledger.ensure_schema(db_engine)
+    migrate.upgrade(db_engine)
     with db_engine.begin() as conn:
         row = {"notice_id": 1, "campaign_date": DAY, "state": LedgerState.PLANNED}
         assert ledger.record_plan(conn, [row]) == 1
@@ -30,7 +31,7 @@ def test_one_row_per_notice_and_date(db_engine) -> None:
 
 
 def test_transitions_are_conditional(db_engine) -> None:
-    ledger.ensure_schema(db_engine)
+    migrate.upgrade(db_engine)
     row_id = _plan(db_engine, 10)
     with db_engine.begin() as conn:
         assert ledger.transition(conn, row_id, LedgerState.SYNTHESIZED, audio_key="audio/x.wav")
@@ -44,14 +45,14 @@ def test_transitions_are_conditional(db_engine) -> None:
 
 
 def test_an_illegal_transition_is_a_programming_error(db_engine) -> None:
-    ledger.ensure_schema(db_engine)
+    migrate.upgrade(db_engine)
     row_id = _plan(db_engine, 11)
     with db_engine.begin() as conn, pytest.raises(ValueError, match="cannot be entered"):
         ledger.transition(conn, row_id, LedgerState.DIALED, from_states=[LedgerState.PLANNED])
 
 
 def test_only_one_campaign_date_can_claim_a_notice(db_engine) -> None:
-    ledger.ensure_schema(db_engine)
+    migrate.upgrade(db_engine)
     first = _plan(db_engine, 12, DAY)
     second = _plan(db_engine, 12, DAY + dt.timedelta(days=1))
     with db_engine.begin() as conn:
@@ -63,7 +64,7 @@ def test_only_one_campaign_date_can_claim_a_notice(db_engine) -> None:
 
 
 def test_plan_rejects_states_beyond_planning(db_engine) -> None:
-    ledger.ensure_schema(db_engine)
+    migrate.upgrade(db_engine)
     with db_engine.begin() as conn, pytest.raises(ValueError):
         ledger.record_plan(
             conn, [{"notice_id": 1, "campaign_date": DAY, "state": LedgerState.COMPLETED}]

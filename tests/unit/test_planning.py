@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from synthesis.text import NoticeComposer, Segment
 from voice_notify import ledger, reasons
+from voice_notify.db import migrate
 from voice_notify.ledger import LedgerState
 from voice_notify.plan import eligibility as planning
 from voice_notify.plan.campaigns import load_campaign_config
@@ -113,7 +114,7 @@ def test_a_replan_keeps_decisions_and_skips_newly_ineligible_rows(
     tmp_path, composer, config
 ) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    ledger.ensure_schema(engine)
+    migrate.upgrade(engine)
     first = [planning.decide(_notice(i), composer, config) for i in (1, 2, 3)]
     with engine.begin() as conn:
         waiting = planning.record_decisions(conn, first, DAY)
@@ -138,7 +139,7 @@ def test_a_replan_keeps_decisions_and_skips_newly_ineligible_rows(
 
 def test_batches_are_deterministic_and_bounded(tmp_path, composer, config) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    ledger.ensure_schema(engine)
+    migrate.upgrade(engine)
     decisions = [planning.decide(_notice(i), composer, config) for i in range(1, 8)]
     with engine.begin() as conn:
         waiting = planning.record_decisions(conn, decisions, DAY)

@@ -7,6 +7,8 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
+from voice_notify.db import migrate
+
 ALL_TYPES = ("appointment_confirmation", "pension_arrival", "policy_renewal", "repayment_reminder")
 DAY = dt.date(2026, 11, 26)
 
@@ -14,23 +16,17 @@ DAY = dt.date(2026, 11, 26)
 @pytest.fixture
 def registry(db_engine: sa.Engine) -> sa.Engine:
     """An empty voice registry (and ledger) on SQLite, PostgreSQL and MariaDB in turn."""
-    from voice_notify import ledger
-    from voice_notify.voices import registry as voice_profiles
 
-    ledger.ensure_schema(db_engine)
-    voice_profiles.ensure_schema(db_engine)
+    migrate.upgrade(db_engine)
     return db_engine
 
 
 @pytest.fixture
 def sqlite_registry(tmp_path) -> sa.Engine:
-    from voice_notify import ledger
-    from voice_notify.db import make_engine
-    from voice_notify.voices import registry as voice_profiles
+    from voice_notify.db.sql import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    ledger.ensure_schema(engine)
-    voice_profiles.ensure_schema(engine)
+    migrate.upgrade(engine)
     yield engine
     engine.dispose()
 

@@ -10,7 +10,9 @@ import sqlalchemy as sa
 from airflow.sdk.exceptions import AirflowFailException
 
 from tests.voices.conftest import ALL_TYPES, DAY
-from voice_notify.voices import enrollment as en
+from voice_notify.airflow import voice_tasks
+from voice_notify.db import schema
+from voice_notify.voices import checks
 from voice_notify.voices import registry as vp
 
 PROMPT = "您好，我是您的客户经理，很高兴为您服务，有任何问题都可以随时联系我。"
@@ -61,13 +63,13 @@ def test_validate_embed_store_enrolls_and_reruns_safely(connections, s3_bucket) 
     import boto3
 
     params = _params()
-    staged = en.validate_task(params, DAY)
+    staged = voice_tasks.validate_task(params, DAY)
     assert staged["staged_key"] == f"voices/agent-t/enroll/{staged['sha256']}.wav"
-    assert en.validate_task(params, DAY) == staged  # a retried task
-    embedded = en.embed_task(params, staged, DAY)
-    assert embedded["metrics"]["halves_similarity"] >= en.SINGLE_SPEAKER_MIN_SIMILARITY
-    stored = en.store_task(params, embedded, DAY)
-    assert stored == en.store_task(params, embedded, DAY)
+    assert voice_tasks.validate_task(params, DAY) == staged  # a retried task
+    embedded = voice_tasks.embed_task(params, staged, DAY)
+    assert embedded["metrics"]["halves_similarity"] >= checks.SINGLE_SPEAKER_MIN_SIMILARITY
+    stored = voice_tasks.store_task(params, embedded, DAY)
+    assert stored == voice_tasks.store_task(params, embedded, DAY)
     assert stored["consent_id"] == "consent-t-1"
     with connections.connect() as conn:
         assert vp.consent_for(conn, "agent-t", "pension_arrival", "cmn", DAY).allowed
@@ -78,10 +80,10 @@ def test_validate_embed_store_enrolls_and_reruns_safely(connections, s3_bucket) 
 def test_a_rejection_fails_the_run_and_is_recorded(connections) -> None:
     params = _params(profile_id="tax-line", speaker="国家税务总局 热线")
     with pytest.raises(AirflowFailException, match="denylist_name"):
-        en.validate_task(params, DAY)
+        voice_tasks.validate_task(params, DAY)
     with connections.connect() as conn:
         decided = conn.execute(
-            sa.select(vp.voice_enrollments.c.outcome, vp.voice_enrollments.c.reason_code)
+            sa.select(schema.voice_enrollments.c.outcome, schema.voice_enrollments.c.reason_code)
         ).all()
         assert decided == [("rejected", "denylist_name")]
         refusal = vp.consent_for(conn, "tax-line", "repayment_reminder", "cmn", DAY)

@@ -10,8 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.voices.conftest import ALL_TYPES, DAY
+from voice_notify.db import schema
+from voice_notify.voices import checks, denylist, store, synthetic
 from voice_notify.voices import enrollment as en
 from voice_notify.voices import registry as vp
+from voice_notify_dev import demo_voices
 
 PROMPT = "您好，我是您的客户经理，很高兴为您服务，有任何问题都可以随时联系我。"
 OTHER = "您本月的还款日是十二月五日，应还金额三千二百八十元，请按时还款。"
@@ -19,7 +22,7 @@ OTHER = "您本月的还款日是十二月五日，应还金额三千二百八�
 
 @pytest.fixture(scope="module")
 def agent_voice() -> tuple[np.ndarray, int]:
-    return en.render_synthetic(PROMPT, "cmn", en.SyntheticVoice("f3"))
+    return synthetic.render_synthetic(PROMPT, "cmn", synthetic.SyntheticVoice("f3"))
 
 
 def _spec(profile_id: str = "agent-x", speaker: str = "李娜") -> vp.ProfileSpec:
@@ -38,17 +41,17 @@ def _consent(profile_id: str = "agent-x") -> vp.ConsentRecord:
     )
 
 
-def _request(emotion="normal", transcript=PROMPT, consent=True, **spec) -> en.EnrollmentRequest:
+def _request(emotion="normal", transcript=PROMPT, consent=True, **spec) -> store.EnrollmentRequest:
     profile = _spec(**spec)
-    return en.EnrollmentRequest(
+    return store.EnrollmentRequest(
         profile, emotion, transcript, _consent(profile.profile_id) if consent else None
     )
 
 
 def _reason(data: bytes) -> str | None:
     try:
-        en.check_recording(data)
-    except en.RecordingRejected as exc:
+        checks.check_recording(data)
+    except checks.RecordingRejected as exc:
         return exc.reason_code
     return None
 
@@ -57,34 +60,36 @@ def test_signal_checks_each_reject_with_their_reason(agent_voice) -> None:
     audio, rate = agent_voice
     rng = np.random.default_rng(3)
     rms = float(np.sqrt(np.mean(audio**2)))
-    assert _reason(en.wav_bytes(audio, rate)) is None
+    assert _reason(synthetic.wav_bytes(audio, rate)) is None
     assert _reason(b"RIFF....WAVEfmt not really") == "recording_unreadable"
-    assert _reason(en.wav_bytes(audio[: 2 * rate], rate)) == "recording_too_short"
-    assert _reason(en.wav_bytes(np.tile(audio, 4), rate)) == "recording_too_long"
-    narrow = en._resample(audio, rate, 8000)
-    assert _reason(en.wav_bytes(narrow, 8000)) == "recording_sample_rate_low"
-    assert _reason(en.wav_bytes(np.clip(audio * 4, -1, 1), rate)) == "recording_clipped"
+    assert _reason(synthetic.wav_bytes(audio[: 2 * rate], rate)) == "recording_too_short"
+    assert _reason(synthetic.wav_bytes(np.tile(audio, 4), rate)) == "recording_too_long"
+    narrow = checks._resample(audio, rate, 8000)
+    assert _reason(synthetic.wav_bytes(narrow, 8000)) == "recording_sample_rate_low"
+    assert _reason(synthetic.wav_bytes(np.clip(audio * 4, -1, 1), rate)) == "recording_clipped"
     noise = rng.normal(0, 0.03, 6 * rate).astype(np.float32)
-    assert _reason(en.wav_bytes(noise, rate)) == "recording_no_speech"
-    assert _reason(en.wav_bytes(np.zeros(6 * rate, np.float32), rate)) == "recording_no_speech"
+    assert _reason(synthetic.wav_bytes(noise, rate)) == "recording_no_speech"
+    assert (
+        _reason(synthetic.wav_bytes(np.zeros(6 * rate, np.float32), rate)) == "recording_no_speech"
+    )
     noisy = audio + rng.normal(0, rms / 10 ** (10 / 20), audio.size).astype(np.float32)
-    assert _reason(en.wav_bytes(noisy, rate)) == "recording_too_noisy"
+    assert _reason(synthetic.wav_bytes(noisy, rate)) == "recording_too_noisy"
     # A quiet room (noise 30 dB under the speech) is fine.
     room = audio + rng.normal(0, rms / 10 ** (30 / 20), audio.size).astype(np.float32)
-    assert _reason(en.wav_bytes(room, rate)) is None
+    assert _reason(synthetic.wav_bytes(room, rate)) is None
 
 
 def test_a_second_speaker_is_rejected(agent_voice) -> None:
     audio, rate = agent_voice
-    other, _ = en.render_synthetic(OTHER, "cmn", en.SyntheticVoice("m7"))
-    same, _ = en.render_synthetic(OTHER, "cmn", en.SyntheticVoice("f3"))
+    other, _ = synthetic.render_synthetic(OTHER, "cmn", synthetic.SyntheticVoice("m7"))
+    same, _ = synthetic.render_synthetic(OTHER, "cmn", synthetic.SyntheticVoice("f3"))
     two = np.concatenate([audio[: audio.size // 2], other[other.size // 2 :]])
     one = np.concatenate([audio[: audio.size // 2], same[same.size // 2 :]])
-    with pytest.raises(en.RecordingRejected) as rejected:
-        en.check_speaker(en.wav_bytes(two, rate))
+    with pytest.raises(checks.RecordingRejected) as rejected:
+        checks.check_speaker(synthetic.wav_bytes(two, rate))
     assert rejected.value.reason_code == "recording_multiple_speakers"
-    embedding, metrics = en.check_speaker(en.wav_bytes(one, rate))
-    assert metrics["halves_similarity"] >= en.SINGLE_SPEAKER_MIN_SIMILARITY
+    embedding, metrics = checks.check_speaker(synthetic.wav_bytes(one, rate))
+    assert metrics["halves_similarity"] >= checks.SINGLE_SPEAKER_MIN_SIMILARITY
     assert embedding.shape == (256,)
 
 
@@ -98,30 +103,30 @@ def test_a_second_speaker_is_rejected(agent_voice) -> None:
     ],
 )
 def test_denylisted_names_are_rejected(speaker, profile_id, transcript) -> None:
-    denylist = en.load_denylist()
-    with pytest.raises(en.RecordingRejected) as rejected:
-        en.check_denylist(
-            denylist, speaker=speaker, profile_id=profile_id, transcript=transcript, embedding=None
+    loaded = denylist.load_denylist()
+    with pytest.raises(checks.RecordingRejected) as rejected:
+        denylist.check_denylist(
+            loaded, speaker=speaker, profile_id=profile_id, transcript=transcript, embedding=None
         )
     assert rejected.value.reason_code == "denylist_name"
 
 
 def test_the_denylist_references_are_reproducible() -> None:
-    stored = en.load_denylist()
-    rebuilt = en.build_denylist_embeddings()["embeddings"]
+    stored = denylist.load_denylist()
+    rebuilt = denylist.build_denylist_embeddings()["embeddings"]
     refs = {e.id: e.reference for e in stored.entries if e.reference}
     assert set(refs) == set(rebuilt) and len(refs) == 3
     for entry_id, vector in rebuilt.items():
-        assert en.cosine(vector, refs[entry_id]) > 0.999
+        assert checks.cosine(vector, refs[entry_id]) > 0.999
 
 
 def test_enroll_stores_profile_consent_and_objects(
     sqlite_registry, s3_client, s3_bucket, agent_voice
 ):
-    data = en.wav_bytes(*agent_voice)
+    data = synthetic.wav_bytes(*agent_voice)
     outcome = en.enroll(sqlite_registry, s3_client, s3_bucket, _request(), data, DAY)
     assert outcome.enrolled and outcome.consent_id == "consent-agent-x"
-    assert outcome.metrics["denylist_max_similarity"] < en.DENYLIST_SIMILARITY
+    assert outcome.metrics["denylist_max_similarity"] < checks.DENYLIST_SIMILARITY
     with sqlite_registry.connect() as conn:
         row = vp.profile_row(conn, "agent-x")
         assert vp.consent_for(conn, "agent-x", "policy_renewal", "cmn", DAY).allowed
@@ -136,23 +141,23 @@ def test_enroll_stores_profile_consent_and_objects(
     assert document["prompt_text"] == PROMPT and document["lang"] == "cmn"
 
     # A warm variant in another person's voice is refused; the speaker's own is taken.
-    stranger, rate = en.render_synthetic(OTHER, "cmn", en.SyntheticVoice("m7"))
+    stranger, rate = synthetic.render_synthetic(OTHER, "cmn", synthetic.SyntheticVoice("m7"))
     refused = en.enroll(
         sqlite_registry,
         s3_client,
         s3_bucket,
         _request("warm", OTHER, consent=False),
-        en.wav_bytes(stranger, rate),
+        synthetic.wav_bytes(stranger, rate),
         DAY,
     )
     assert refused.reason_code == "variant_speaker_mismatch"
-    warm, rate = en.render_synthetic(OTHER, "cmn", en.SyntheticVoice("f3", 58, 0.92))
+    warm, rate = synthetic.render_synthetic(OTHER, "cmn", synthetic.SyntheticVoice("f3", 58, 0.92))
     accepted = en.enroll(
         sqlite_registry,
         s3_client,
         s3_bucket,
         _request("warm", OTHER, consent=False),
-        en.wav_bytes(warm, rate),
+        synthetic.wav_bytes(warm, rate),
         DAY,
     )
     assert accepted.enrolled
@@ -162,7 +167,7 @@ def test_enroll_stores_profile_consent_and_objects(
 def test_enroll_refuses_without_consent_or_normal_variant(
     sqlite_registry, s3_client, s3_bucket, agent_voice
 ):
-    data = en.wav_bytes(*agent_voice)
+    data = synthetic.wav_bytes(*agent_voice)
     no_consent = en.enroll(
         sqlite_registry, s3_client, s3_bucket, _request(consent=False), data, DAY
     )
@@ -171,7 +176,7 @@ def test_enroll_refuses_without_consent_or_normal_variant(
     assert early.reason_code == "profile_not_enrolled"
     with sqlite_registry.connect() as conn:
         decisions = conn.execute(
-            sa.select(vp.voice_enrollments.c.emotion, vp.voice_enrollments.c.reason_code)
+            sa.select(schema.voice_enrollments.c.emotion, schema.voice_enrollments.c.reason_code)
         ).all()
     assert sorted(decisions) == [
         ("normal", "voice_consent_missing"),
@@ -183,12 +188,14 @@ def test_enroll_refuses_without_consent_or_normal_variant(
 
 def test_a_denylisted_voice_denies_the_profile(sqlite_registry, s3_client, s3_bucket) -> None:
     # The anchor stand-in (espeak-ng "edward"), on a text and pitch not in its reference.
-    audio, rate = en.render_synthetic(OTHER, "cmn", en.SyntheticVoice("edward", 56, 0.95))
+    audio, rate = synthetic.render_synthetic(
+        OTHER, "cmn", synthetic.SyntheticVoice("edward", 56, 0.95)
+    )
     outcome = en.enroll(
-        sqlite_registry, s3_client, s3_bucket, _request(), en.wav_bytes(audio, rate), DAY
+        sqlite_registry, s3_client, s3_bucket, _request(), synthetic.wav_bytes(audio, rate), DAY
     )
     assert outcome.reason_code == "denylist_voice"
-    assert outcome.metrics["denylist_max_similarity"] >= en.DENYLIST_SIMILARITY
+    assert outcome.metrics["denylist_max_similarity"] >= checks.DENYLIST_SIMILARITY
     with sqlite_registry.connect() as conn:
         decision = vp.consent_for(conn, "agent-x", "repayment_reminder", "cmn", DAY)
     assert decision.reason_code == "voice_profile_denied"
@@ -201,14 +208,16 @@ def test_demo_profiles_enroll_idempotently_and_resolve_for_the_worker(
     from synthesis.store import BatchStore
     from synthesis.voices import VoiceLibrary
 
-    ids = en.enroll_demo_profiles(sqlite_registry, s3_client, s3_bucket, DAY)
+    ids = demo_voices.enroll_demo_profiles(sqlite_registry, s3_client, s3_bucket, DAY)
     assert ids == ["demo-agent-f", "demo-agent-f2", "demo-agent-m", "demo-agent-m2"]
     library = VoiceLibrary(BatchStore(s3_bucket, s3_client), tmp_path)
     for profile_id in ids:
         voice = library.resolve(profile_id)
         assert voice.consent_id and voice.prompt_rate == 22050
     with sqlite_registry.connect() as conn:
-        first = conn.execute(sa.select(sa.func.count()).select_from(vp.voice_enrollments)).scalar()
+        first = conn.execute(
+            sa.select(sa.func.count()).select_from(schema.voice_enrollments)
+        ).scalar()
         assert first == 12  # four agents, three emotions each, all enrolled
         assert vp.choose_profile(conn, "pension_arrival", "yue", DAY).profile_id == "demo-agent-f2"
         scope = vp.consent_for(conn, "demo-agent-m2", "pension_arrival", "cmn", DAY)
@@ -217,12 +226,12 @@ def test_demo_profiles_enroll_idempotently_and_resolve_for_the_worker(
     before = prompt["Body"].read()
     # The demo's S3 starts empty each run: a rerun republishes the same bytes, no new rows.
     s3_client.delete_object(Bucket=s3_bucket, Key="voices/demo-agent-m/prompt-serious.wav")
-    assert en.enroll_demo_profiles(sqlite_registry, s3_client, s3_bucket, DAY) == ids
+    assert demo_voices.enroll_demo_profiles(sqlite_registry, s3_client, s3_bucket, DAY) == ids
     again = s3_client.get_object(Bucket=s3_bucket, Key="voices/demo-agent-m/prompt-serious.wav")
     assert again["Body"].read() == before
     with sqlite_registry.connect() as conn:
         assert (
-            conn.execute(sa.select(sa.func.count()).select_from(vp.voice_enrollments)).scalar()
+            conn.execute(sa.select(sa.func.count()).select_from(schema.voice_enrollments)).scalar()
             == 12
         )
 
@@ -233,13 +242,13 @@ def test_a_revoked_consent_is_withdrawn_from_the_worker_too(
     from synthesis.store import BatchStore
     from synthesis.voices import VoiceLibrary, VoiceProfileError
 
-    data = en.wav_bytes(*agent_voice)
+    data = synthetic.wav_bytes(*agent_voice)
     assert en.enroll(sqlite_registry, s3_client, s3_bucket, _request(), data, DAY).enrolled
-    store = BatchStore(s3_bucket, s3_client)
-    assert VoiceLibrary(store, tmp_path / "1").resolve("agent-x").consent_id == "consent-agent-x"
+    batch_store = BatchStore(s3_bucket, s3_client)
+    assert VoiceLibrary(batch_store, tmp_path / "1").resolve("agent-x").consent_id == "consent-agent-x"
     with sqlite_registry.begin() as conn:
         assert vp.revoke_consent(conn, "consent-agent-x", dt.datetime(2026, 11, 26, 10), "left")
-        assert not en.republish_profile(conn, s3_client, s3_bucket, "agent-x")
+        assert not store.republish_profile(conn, s3_client, s3_bucket, "agent-x")
     with pytest.raises(VoiceProfileError) as refused:
-        VoiceLibrary(store, tmp_path / "2").resolve("agent-x")
+        VoiceLibrary(batch_store, tmp_path / "2").resolve("agent-x")
     assert refused.value.reason_code == "voice_profile_no_consent"

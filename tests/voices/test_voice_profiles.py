@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.voices.conftest import ALL_TYPES, DAY
+from voice_notify.db import schema
 from voice_notify.voices import registry as vp
 
 
@@ -123,7 +124,7 @@ def test_revocation_takes_effect_on_the_next_plan_for_any_date(registry: sa.Engi
         chosen = vp.choose_profile(conn, "policy_renewal", "cmn", DAY, preferred="agent-a")
         assert chosen == vp.ConsentDecision(True, None, "agent-b", "c-b")
         row = conn.execute(
-            sa.select(vp.voice_consents).where(vp.voice_consents.c.consent_id == "c-a")
+            sa.select(schema.voice_consents).where(schema.voice_consents.c.consent_id == "c-a")
         ).one()
     assert row.revoked_at == dt.datetime(2026, 11, 26, 9, 30)
     assert row.revoked_reason == "speaker left the bank"

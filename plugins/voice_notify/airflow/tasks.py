@@ -20,8 +20,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify import db, ledger
-from voice_notify.airflow import storage
+from voice_notify import ledger
+from voice_notify.airflow import hooks, storage
+from voice_notify.db import migrate, schema
+from voice_notify.db.sql import load_sql
 from voice_notify.plan import eligibility as planning
 from voice_notify.plan.campaigns import CampaignConfig, load_campaign_config
 from voice_notify.report import audit
@@ -43,8 +45,8 @@ def _composer():
 
 
 def _ledger_engine():
-    engine = db.engine_for(get_settings().ledger_conn_id)
-    ledger.ensure_schema(engine)
+    engine = hooks.engine_for(get_settings().ledger_conn_id)
+    migrate.ensure_current(engine)
     return engine
 
 
@@ -53,13 +55,13 @@ def extract(campaign_date: dt.date, campaign: str) -> dict[str, Any]:
     settings = get_settings()
     config = campaign_config()
     config.notice_types_of(campaign)  # an unknown campaign fails before any work
-    engine = db.engine_for(settings.crm_conn_id)
+    engine = hooks.engine_for(settings.crm_conn_id)
     horizon = campaign_date + dt.timedelta(days=config.max_lookahead_days)
     with engine.connect() as conn:
         rows = [
             dict(r._mapping)
             for r in conn.execute(
-                db.load_sql("extract_due_notices", engine.dialect.name),
+                load_sql("extract_due_notices", engine.dialect.name),
                 {"campaign_date": campaign_date, "horizon_date": horizon},
             )
         ]
@@ -79,7 +81,6 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
         notices, campaign_date, config.notice_types_of(campaign), _composer(), config
     )
     engine = _ledger_engine()
-    audit.ensure_view(engine)  # the audit tables, voice profiles and consents
     with engine.begin() as conn:
         # Consent is read when the plan is made: a revocation counts from the next plan.
         book = voice_profiles.load_consent_book(conn)
@@ -106,8 +107,8 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
         )
         with engine.begin() as conn:
             conn.execute(
-                ledger.dispatch_ledger.update()
-                .where(ledger.dispatch_ledger.c.id.in_([i.ledger_id for i in batch]))
+                schema.dispatch_ledger.update()
+                .where(schema.dispatch_ledger.c.id.in_([i.ledger_id for i in batch]))
                 .values(batch_key=key)
             )
         keys.append(key)
@@ -175,8 +176,8 @@ def _now() -> dt.datetime:
 
 
 def _dial_context():
+    from voice_notify.airflow.hooks import gateway_from_connection
     from voice_notify.dial import dialer as dispatch
-    from voice_notify.gateway import gateway_from_connection
 
     settings = get_settings()
     gateway = gateway_from_connection(settings.gateway_conn_id)
@@ -218,7 +219,9 @@ def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool
         return {"synthesized": synthesis.synthesized, "dialed": 0, "dry_run": True}
     with engine.connect() as conn:
         rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
-    counts = dispatch.dial_rows(engine, db.engine_for(settings.crm_conn_id), rows, _dial_context())
+    counts = dispatch.dial_rows(
+        engine, hooks.engine_for(settings.crm_conn_id), rows, _dial_context()
+    )
     counts.synthesized, counts.synthesis_failed = synthesis.synthesized, synthesis.synthesis_failed
     _raise_for_retry(counts)
     return counts.as_dict()
@@ -226,7 +229,7 @@ def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool
 
 def settle(dates: list[dt.date]) -> dict[str, Any]:
     """One pass over the open calls of these dates: callbacks first, else the gateway."""
-    from voice_notify.gateway import gateway_from_connection
+    from voice_notify.airflow.hooks import gateway_from_connection
     from voice_notify.settle import outcomes as rc
 
     settings = get_settings()
@@ -246,7 +249,7 @@ def write_back(dates: list[dt.date]) -> dict[str, Any]:
 
     with _ledger_engine().connect() as conn:
         plan = rc.load_write_back(conn, dates)
-    return rc.write_back(db.engine_for(get_settings().crm_conn_id), plan)
+    return rc.write_back(hooks.engine_for(get_settings().crm_conn_id), plan)
 
 
 def reconcile(campaign_date: dt.date) -> dict[str, Any]:
@@ -275,7 +278,7 @@ def redial_due(dates: list[dt.date]) -> dict[str, Any]:
             )
         ]
     counts = dispatch.dial_rows(
-        engine, db.engine_for(get_settings().crm_conn_id), rows, _dial_context()
+        engine, hooks.engine_for(get_settings().crm_conn_id), rows, _dial_context()
     )
     _raise_for_retry(counts)
     return counts.as_dict()
@@ -291,12 +294,11 @@ def report(campaign_date: dt.date) -> dict[str, Any]:
     with engine.connect() as conn:
         rows = ledger.rows_for_date(conn, campaign_date)
         attempts = conn.execute(
-            sa.select(ledger.call_attempts).where(
-                ledger.call_attempts.c.campaign_date == campaign_date
+            sa.select(schema.call_attempts).where(
+                schema.call_attempts.c.campaign_date == campaign_date
             )
         ).all()
     results, voices = audit.synthesis_of_date(campaign_date)
-    audit.ensure_view(engine)
     with engine.begin() as conn:
         audit.record_synthesis(conn, rows, results, voices)
     body = campaign_report(rows, attempts, campaign_date, results)
@@ -318,3 +320,19 @@ def report(campaign_date: dt.date) -> dict[str, Any]:
         "notices": body["notices"],
         "by_state": body["by_state"],
     }
+
+
+def purge_audio(logical_date: dt.date) -> dict[str, Any]:
+    """The retention task: audio older than the retention days before the logical date."""
+    from voice_notify import retention
+
+    settings = get_settings()
+    engine = _ledger_engine()
+    result = retention.purge_audio(
+        engine,
+        storage.s3_hook().get_conn(),
+        storage.ensure_bucket(),
+        logical_date,
+        settings.audio_retention_days,
+    )
+    return result.as_dict()

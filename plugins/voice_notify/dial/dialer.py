@@ -24,7 +24,8 @@ import sqlalchemy as sa
 
 from synthesis.manifest import ResultItem
 from voice_notify import ledger, reasons
-from voice_notify.db import load_sql
+from voice_notify.db import schema
+from voice_notify.db.sql import load_sql
 from voice_notify.gateway.base import (
     CallRequest,
     CallStatus,
@@ -265,7 +266,7 @@ class _Dialer:
             ):
                 return  # another worker moved it first; it is theirs
             conn.execute(
-                ledger.call_attempts.insert(),
+                schema.call_attempts.insert(),
                 {
                     "ledger_id": row.id,
                     "notice_id": row.notice_id,
@@ -337,10 +338,10 @@ class _Dialer:
                 dialed_at=when,
             )
             conn.execute(
-                ledger.call_attempts.update()
+                schema.call_attempts.update()
                 .where(
-                    ledger.call_attempts.c.ledger_id == row.id,
-                    ledger.call_attempts.c.attempt == row.attempt,
+                    schema.call_attempts.c.ledger_id == row.id,
+                    schema.call_attempts.c.attempt == row.attempt,
                 )
                 .values(call_id=status.call_id, dialed_at=when)
             )
@@ -353,10 +354,10 @@ class _Dialer:
             ledger.transition(conn, row.id, state, reason_code=reason, outcome=outcome)
             if outcome is not None:
                 conn.execute(
-                    ledger.call_attempts.update()
+                    schema.call_attempts.update()
                     .where(
-                        ledger.call_attempts.c.ledger_id == row.id,
-                        ledger.call_attempts.c.attempt == row.attempt,
+                        schema.call_attempts.c.ledger_id == row.id,
+                        schema.call_attempts.c.attempt == row.attempt,
                     )
                     .values(outcome=outcome, ended_at=_naive_utc(self.ctx.now()))
                 )

@@ -156,3 +156,9 @@ def _call_status(response: requests.Response) -> CallStatus:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise GatewayTransientError(f"gateway sent an unreadable call status: {exc!r}") from exc
+
+
+class SimulatorGateway(HttpGateway):
+    """An ``HttpGateway`` that reports itself as the simulator (ledger ``gateway`` column)."""
+
+    name = "simulator"

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from phonenumbers import timezone as phone_timezone
 
 from voice_notify import ledger, reasons
+from voice_notify.db import schema
 from voice_notify.plan.campaigns import CallingHours, Caps
 
 DEFAULT_ZONE = "Asia/Shanghai"
@@ -123,7 +124,7 @@ def recent_attempts(
     history: dict[int, list[PastAttempt]] = defaultdict(list)
     if not ids:
         return history
-    attempts, rows = ledger.call_attempts, ledger.dispatch_ledger
+    attempts, rows = schema.call_attempts, schema.dispatch_ledger
     query = (
         sa.select(
             attempts.c.customer_id,
@@ -144,7 +145,7 @@ def do_not_call_numbers(conn: sa.Connection, numbers: Iterable[str]) -> set[str]
     wanted = sorted(set(numbers))
     if not wanted:
         return set()
-    table = ledger.do_not_call
+    table = schema.do_not_call
     return set(
         conn.execute(sa.select(table.c.phone_e164).where(table.c.phone_e164.in_(wanted))).scalars()
     )
@@ -152,7 +153,7 @@ def do_not_call_numbers(conn: sa.Connection, numbers: Iterable[str]) -> set[str]
 
 def add_do_not_call(conn: sa.Connection, e164: str, reason: str, when: dt.datetime) -> None:
     """Put a number on the do-not-call list (no-op if it is there)."""
-    stmt = ledger.insert_ignoring_duplicates(conn, ledger.do_not_call, ("phone_e164",))
+    stmt = ledger.insert_ignoring_duplicates(conn, schema.do_not_call, ("phone_e164",))
     conn.execute(
         stmt, {"phone_e164": e164, "reason": reason, "added_at": when.replace(tzinfo=None)}
     )

@@ -6,7 +6,7 @@ Two parts in the ledger database:
   id chosen at plan time (:func:`record_voice_choice`), and what the worker reported
   (engine, seed, fallback, labels, QC, synthesis seconds; :func:`record_synthesis`,
   filled by the ``report`` step from the result manifests);
-- view ``notice_audit`` (:func:`ensure_view`): the ledger row joined with that row, the
+- view ``notice_audit`` (created by migration 0001): the ledger row joined with that row, the
   consent record, every call attempt (one view row per attempt) and the audio's
   deletion by the retention DAG.
 
@@ -31,97 +31,31 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify import ledger, retention
+from voice_notify import ledger
+from voice_notify.db import schema
 from voice_notify.phone import mask_phone
 from voice_notify.voices import registry as voice_profiles
 
 VIEW = "notice_audit"
 _PHONE_LIKE = re.compile(r"(?<![\w])\+?\d{7,15}(?![\w])")
 
-metadata = sa.MetaData()
-
-notice_voice_audit = sa.Table(
-    "notice_voice_audit",
-    metadata,
-    sa.Column("ledger_id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("notice_id", sa.Integer, nullable=False),
-    sa.Column("campaign_date", sa.Date, nullable=False),
-    sa.Column("voice_profile", sa.String(64)),
-    sa.Column("consent_id", sa.String(64)),
-    sa.Column("instruct", sa.String(64)),
-    sa.Column("engine", sa.String(64)),
-    sa.Column("seed", sa.BigInteger),
-    sa.Column("fallback", sa.Boolean),
-    sa.Column("synthesis_status", sa.String(16)),
-    sa.Column("error_code", sa.String(64)),
-    sa.Column("labels", sa.Text),  # JSON
-    sa.Column("qc", sa.Text),  # JSON
-    sa.Column("synth_seconds", sa.Float),
-    sa.Column("speech_audio_s", sa.Float),
-    sa.Column("cached_audio_s", sa.Float),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-    sa.Index("ix_voice_audit_notice", "notice_id", "campaign_date"),
-)
-
-_VIEW_SELECT = """
-SELECT l.id AS ledger_id, l.notice_id, l.campaign_date, l.customer_id, l.notice_type,
-       l.locale, l.state, l.reason_code, l.outcome AS notice_outcome, l.attempt AS attempts,
-       l.audio_key, COALESCE(v.engine, l.engine) AS engine, COALESCE(v.seed, l.seed) AS seed,
-       v.voice_profile, v.consent_id, v.instruct, v.fallback, v.synthesis_status,
-       v.error_code AS synthesis_error, v.labels, v.qc, v.synth_seconds,
-       c.consented_by, c.granted_on AS consent_granted_on,
-       c.expires_on AS consent_expires_on, c.revoked_at AS consent_revoked_at,
-       c.revoked_reason AS consent_revoked_reason, c.document_ref AS consent_document_ref,
-       a.attempt, a.idempotency_key, a.gateway, a.call_id, a.outcome AS attempt_outcome,
-       a.key_pressed, a.answered_by, a.dialing_started_at, a.dialed_at, a.ended_at,
-       d.deleted_at AS audio_deleted_at
-FROM dispatch_ledger l
-LEFT JOIN notice_voice_audit v ON v.ledger_id = l.id
-LEFT JOIN voice_consents c ON c.consent_id = v.consent_id
-LEFT JOIN call_attempts a ON a.ledger_id = l.id
-LEFT JOIN (
-    SELECT object_key, MAX(deleted_at) AS deleted_at FROM audio_deletions GROUP BY object_key
-) d ON d.object_key = l.audio_key
-"""
-
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def ensure_view(engine: sa.Engine, *, replace: bool = False) -> None:
-    """Create the tables the view reads (where missing) and the view ``notice_audit``.
-
-    :param replace: recreate the view even if it exists (after its definition changed);
-        by default an existing view is left alone, so concurrent report tasks do not
-        race on DDL
-    """
-    ledger.ensure_schema(engine)
-    voice_profiles.ensure_schema(engine)
-    retention.ensure_schema(engine)
-    metadata.create_all(engine)
-    if not replace and VIEW in sa.inspect(engine).get_view_names():
-        return
-    with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":  # no CREATE OR REPLACE VIEW
-            conn.execute(sa.text(f"DROP VIEW IF EXISTS {VIEW}"))
-            conn.execute(sa.text(f"CREATE VIEW {VIEW} AS {_VIEW_SELECT}"))
-        else:
-            conn.execute(sa.text(f"CREATE OR REPLACE VIEW {VIEW} AS {_VIEW_SELECT}"))
 
 
 def _upsert(conn: sa.Connection, key: Mapping[str, Any], values: Mapping[str, Any]) -> None:
     """Insert the row if absent, then set ``values`` (fields left None are not touched)."""
     now = _utcnow()
     conn.execute(
-        ledger.insert_ignoring_duplicates(conn, notice_voice_audit, ("ledger_id",)),
+        ledger.insert_ignoring_duplicates(conn, schema.notice_voice_audit, ("ledger_id",)),
         {**key, "updated_at": now},
     )
     changes = {k: v for k, v in values.items() if v is not None}
     if changes:
         conn.execute(
-            notice_voice_audit.update()
-            .where(notice_voice_audit.c.ledger_id == key["ledger_id"])
+            schema.notice_voice_audit.update()
+            .where(schema.notice_voice_audit.c.ledger_id == key["ledger_id"])
             .values(**changes, updated_at=now)
         )
 
@@ -285,15 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db-url", default=None, help="ledger database (default: Connection)")
     args = parser.parse_args(argv)
     if args.db_url:
-        from voice_notify.db import make_engine
+        from voice_notify.db.sql import make_engine
 
         engine = make_engine(args.db_url)
     else:
-        from voice_notify import db
+        from voice_notify.airflow.hooks import engine_for  # a Connection needs Airflow
         from voice_notify.settings import get_settings
 
-        engine = db.engine_for(get_settings().ledger_conn_id)
-    ensure_view(engine)
+        engine = engine_for(get_settings().ledger_conn_id)
     with engine.connect() as conn:
         records = notice_audit(conn, args.notice_id, args.date)
     json.dump(records, sys.stdout, ensure_ascii=False, indent=2)

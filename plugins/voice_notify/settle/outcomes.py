@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from voice_notify import ledger, reasons
-from voice_notify.db import load_sql
+from voice_notify.db import schema
+from voice_notify.db.sql import load_sql
 from voice_notify.gateway.base import CallState, CallStatus, GatewayError, VoiceGateway
 from voice_notify.ledger import LedgerState
 from voice_notify.plan.campaigns import CampaignConfig
@@ -93,7 +94,7 @@ class ReconcileCounts:
 
 def open_calls(conn: sa.Connection, dates: Iterable[dt.date]) -> list[sa.Row]:
     """Ledger rows whose call was placed and has not ended yet."""
-    table = ledger.dispatch_ledger
+    table = schema.dispatch_ledger
     query = sa.select(table).where(
         table.c.campaign_date.in_(sorted(set(dates))), table.c.state == LedgerState.DIALED.value
     )
@@ -103,7 +104,7 @@ def open_calls(conn: sa.Connection, dates: Iterable[dt.date]) -> list[sa.Row]:
 def _events_by_call(conn: sa.Connection, call_ids: Sequence[str]) -> dict[str, list[sa.Row]]:
     grouped: dict[str, list[sa.Row]] = defaultdict(list)
     if call_ids:
-        query = sa.select(ledger.call_events).where(ledger.call_events.c.call_id.in_(call_ids))
+        query = sa.select(schema.call_events).where(schema.call_events.c.call_id.in_(call_ids))
         for event in conn.execute(query):
             grouped[event.call_id].append(event)
     return grouped
@@ -162,11 +163,11 @@ def _apply_outcome(
     )
     with engine.begin() as conn:
         conn.execute(
-            ledger.call_attempts.update()
+            schema.call_attempts.update()
             .where(
-                ledger.call_attempts.c.ledger_id == row.id,
-                ledger.call_attempts.c.attempt == row.attempt,
-                ledger.call_attempts.c.outcome.is_(None),
+                schema.call_attempts.c.ledger_id == row.id,
+                schema.call_attempts.c.attempt == row.attempt,
+                schema.call_attempts.c.outcome.is_(None),
             )
             .values(
                 outcome=outcome,
@@ -279,14 +280,14 @@ def load_write_back(conn: sa.Connection, dates: Iterable[dt.date]) -> WriteBack:
     wanted = sorted(set(dates))
     rows = list(
         conn.execute(
-            sa.select(ledger.dispatch_ledger).where(
-                ledger.dispatch_ledger.c.campaign_date.in_(wanted)
+            sa.select(schema.dispatch_ledger).where(
+                schema.dispatch_ledger.c.campaign_date.in_(wanted)
             )
         )
     )
     attempts = list(
         conn.execute(
-            sa.select(ledger.call_attempts).where(ledger.call_attempts.c.campaign_date.in_(wanted))
+            sa.select(schema.call_attempts).where(schema.call_attempts.c.campaign_date.in_(wanted))
         )
     )
     return build_write_back(rows, attempts)

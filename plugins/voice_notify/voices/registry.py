@@ -8,7 +8,7 @@ revoked). It lives in two places:
 
 - the ledger database: tables ``voice_profiles``, ``voice_consents`` and
   ``voice_enrollments`` (every enrollment decision, accepted or rejected), on a
-  ``MetaData`` of their own (:func:`ensure_schema`);
+  in ``voice_notify.db.schema``;
 - S3, in the layout ``synthesis.voices`` reads (``voices/<id>/profile.json`` with
   ``consent_id``, ``prompt_text``, ``lang``; ``voices/<id>/prompt.wav``), plus
   ``prompt-warm.wav``, ``prompt-serious.wav`` and the extra ``profile.json`` fields
@@ -50,6 +50,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from voice_notify.db.schema import voice_consents, voice_enrollments, voice_profiles
 from voice_notify.ledger import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
@@ -89,66 +90,6 @@ class ProfileStatus(enum.StrEnum):
     ACTIVE = "active"
     INACTIVE = "inactive"
     DENIED = "denied"
-
-
-metadata = sa.MetaData()
-
-voice_profiles = sa.Table(
-    "voice_profiles",
-    metadata,
-    sa.Column("profile_id", sa.String(64), primary_key=True),
-    sa.Column("speaker", sa.String(200), nullable=False),
-    sa.Column("language", sa.String(8), nullable=False),
-    sa.Column("locales", sa.Text, nullable=False),  # JSON list
-    sa.Column("notice_types", sa.Text, nullable=False),  # JSON list
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("status_reason", sa.String(64)),
-    sa.Column("embedding", sa.Text),  # JSON list of floats (normal variant)
-    sa.Column("embedding_model", sa.String(32)),
-    sa.Column("variants", sa.Text, nullable=False),  # JSON {emotion: {...}}
-    sa.Column("enrolled_on", sa.Date),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-)
-
-voice_consents = sa.Table(
-    "voice_consents",
-    metadata,
-    sa.Column("consent_id", sa.String(64), primary_key=True),
-    sa.Column("profile_id", sa.String(64), nullable=False, index=True),
-    sa.Column("consented_by", sa.String(200), nullable=False),
-    sa.Column("granted_on", sa.Date, nullable=False),
-    sa.Column("expires_on", sa.Date),
-    sa.Column("notice_types", sa.Text, nullable=False),  # JSON list
-    sa.Column("locales", sa.Text, nullable=False),  # JSON list
-    sa.Column("document_ref", sa.String(255), nullable=False),
-    sa.Column("recorded_at", sa.DateTime, nullable=False),
-    sa.Column("revoked_at", sa.DateTime),
-    sa.Column("revoked_reason", sa.String(255)),
-)
-
-# Every enrollment decision, accepted or rejected: what a compliance officer reads
-# to see which recordings were refused and why.
-voice_enrollments = sa.Table(
-    "voice_enrollments",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("profile_id", sa.String(64), nullable=False),
-    sa.Column("emotion", sa.String(16), nullable=False),
-    sa.Column("recording_sha256", sa.String(64), nullable=False),
-    sa.Column("decided_on", sa.Date, nullable=False),
-    sa.Column("outcome", sa.String(16), nullable=False),  # enrolled | rejected
-    sa.Column("reason_code", sa.String(64)),
-    sa.Column("detail", sa.String(255)),
-    sa.Column("metrics", sa.Text),  # JSON
-    sa.Column("recorded_at", sa.DateTime, nullable=False),
-    sa.UniqueConstraint("profile_id", "emotion", "recording_sha256", name="uq_voice_enrollment"),
-)
-
-
-def ensure_schema(engine: sa.Engine) -> None:
-    """Create the registry tables where they do not exist yet."""
-    metadata.create_all(engine)
 
 
 def _utcnow() -> dt.datetime:

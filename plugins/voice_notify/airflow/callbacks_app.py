@@ -1,0 +1,78 @@
+"""The gateway status-callback endpoint: a FastAPI app the Airflow plugin mounts.
+
+Mounted at ``/voice-notify``. Airflow does not authenticate plugin routes, so
+every request is verified here: HMAC for the generic HTTP gateway,
+X-Twilio-Signature for Twilio. Unsigned, forged or stale callbacks get 403 and
+change nothing. Verified events go to ``call_events`` (deduplicated).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, HTTPException, Request, Response
+
+from voice_notify.airflow import hooks
+from voice_notify.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+callbacks_app = FastAPI(title="voice-notify gateway callbacks")
+
+
+def _gateway_secret() -> str:
+    secret = hooks.gateway_secret(get_settings().gateway_conn_id)
+    if not secret:
+        raise HTTPException(status_code=503, detail="gateway secret not configured")
+    return secret
+
+
+def _ledger_engine():
+    # No DDL here: the schema is migrated before the API server takes callbacks.
+    return hooks.engine_for(get_settings().ledger_conn_id)
+
+
+@callbacks_app.post("/callbacks/http", status_code=204)
+async def http_callback(request: Request) -> Response:
+    from voice_notify.gateway.callbacks import (
+        InvalidSignature,
+        parse_http_callback,
+        verify_http_callback,
+    )
+    from voice_notify.settle.intake import store_events
+
+    body = await request.body()
+    try:
+        verify_http_callback(_gateway_secret(), dict(request.headers), body)
+        events = parse_http_callback(body)
+    except InvalidSignature as exc:
+        log.warning("rejected an HTTP gateway callback: %s", exc)
+        raise HTTPException(status_code=403, detail="invalid signature") from None
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    stored = store_events(_ledger_engine(), events, "http")
+    log.info("stored %d of %d callback events", stored, len(events))
+    return Response(status_code=204)
+
+
+@callbacks_app.post("/callbacks/twilio", status_code=204)
+async def twilio_callback(request: Request) -> Response:
+    from voice_notify.gateway.callbacks import (
+        InvalidSignature,
+        parse_twilio_callback,
+        verify_twilio_callback,
+    )
+    from voice_notify.settle.intake import store_events
+
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    signature = request.headers.get("X-Twilio-Signature", "")
+    try:
+        verify_twilio_callback(_gateway_secret(), str(request.url), form, signature)
+        events = parse_twilio_callback(form, request.query_params.get("ik"))
+    except InvalidSignature as exc:
+        log.warning("rejected a Twilio callback: %s", exc)
+        raise HTTPException(status_code=403, detail="invalid signature") from None
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    store_events(_ledger_engine(), events, "twilio")
+    return Response(status_code=204)

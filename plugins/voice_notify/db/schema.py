@@ -1,0 +1,221 @@
+"""Every table voice-notify owns, on one ``MetaData``: the schema Alembic migrates.
+
+The tables live in the ledger database (``VOICE_NOTIFY_LEDGER_CONN_ID``, by default the
+CRM's own database). Nothing creates them at run time: ``voice-notify-db upgrade``
+(``voice_notify.db.migrate``) applies the migrations in ``migrations/versions``, and a
+change here goes with a new migration there.
+
+- the dispatch ledger and what exactly-once dialing rests on: ``dispatch_ledger``,
+  ``notice_dial_claims``, ``call_attempts``, ``call_events``, ``do_not_call``;
+- the voice registry: ``voice_profiles``, ``voice_consents``, ``voice_enrollments``;
+- the audit: ``notice_voice_audit`` and the view ``notice_audit`` over them all;
+- retention: ``audio_deletions``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# --- the dispatch ledger -------------------------------------------------------------
+
+dispatch_ledger = sa.Table(
+    "dispatch_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("notice_id", sa.Integer, nullable=False),
+    sa.Column("campaign_date", sa.Date, nullable=False),
+    sa.Column("customer_id", sa.Integer),
+    sa.Column("notice_type", sa.String(48)),
+    sa.Column("locale", sa.String(8)),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason_code", sa.String(64)),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("batch_key", sa.String(255)),
+    sa.Column("audio_key", sa.String(255)),
+    sa.Column("engine", sa.String(64)),
+    sa.Column("seed", sa.BigInteger),
+    sa.Column("idempotency_key", sa.String(128)),
+    sa.Column("call_id", sa.String(64)),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("key_pressed", sa.String(4)),
+    sa.Column("answered_by", sa.String(16)),
+    sa.Column("dialing_started_at", sa.DateTime),
+    sa.Column("dialed_at", sa.DateTime),
+    sa.Column("ended_at", sa.DateTime),
+    # A redial waits until then (and until the customer's calling hours).
+    sa.Column("next_attempt_at", sa.DateTime),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("notice_id", "campaign_date", name="uq_ledger_notice_date"),
+    sa.Index("ix_ledger_date_state", "campaign_date", "state"),
+    sa.Index("ix_ledger_date_batch", "campaign_date", "batch_key"),
+)
+
+notice_dial_claims = sa.Table(
+    "notice_dial_claims",
+    metadata,
+    sa.Column("notice_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("ledger_id", sa.Integer, nullable=False),
+    sa.Column("campaign_date", sa.Date, nullable=False),
+    sa.Column("claimed_at", sa.DateTime, nullable=False),
+)
+
+
+# One row per call attempt: the history behind the ledger row's current attempt,
+# and what the CRM's contact_attempts are written from.
+call_attempts = sa.Table(
+    "call_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ledger_id", sa.Integer, nullable=False),
+    sa.Column("notice_id", sa.Integer, nullable=False),
+    sa.Column("customer_id", sa.Integer),
+    sa.Column("campaign_date", sa.Date, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(128), nullable=False),
+    sa.Column("gateway", sa.String(32)),
+    sa.Column("call_id", sa.String(64)),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("key_pressed", sa.String(4)),
+    sa.Column("answered_by", sa.String(16)),
+    sa.Column("audio_key", sa.String(255)),
+    sa.Column("dialing_started_at", sa.DateTime, nullable=False),
+    sa.Column("dialed_at", sa.DateTime),
+    sa.Column("ended_at", sa.DateTime),
+    sa.UniqueConstraint("ledger_id", "attempt", name="uq_call_attempt"),
+    sa.UniqueConstraint("idempotency_key", name="uq_call_attempt_key"),
+    sa.Index("ix_call_attempts_customer", "customer_id", "dialing_started_at"),
+)
+
+# Gateway status callbacks, verified and deduplicated: a repeated callback is
+# dropped by the unique key, a later status is kept even if it came first.
+call_events = sa.Table(
+    "call_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(128)),
+    sa.Column("key_pressed", sa.String(4)),
+    sa.Column("answered_by", sa.String(16)),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("occurred_at", sa.DateTime),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("gateway", sa.String(32)),
+    sa.UniqueConstraint("call_id", "kind", "sequence", name="uq_call_event"),
+)
+
+# Numbers that must never be called (regulator lists, complaints), across campaigns.
+do_not_call = sa.Table(
+    "do_not_call",
+    metadata,
+    sa.Column("phone_e164", sa.String(20), primary_key=True),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("added_at", sa.DateTime, nullable=False),
+)
+
+
+# --- the voice registry --------------------------------------------------------------
+
+voice_profiles = sa.Table(
+    "voice_profiles",
+    metadata,
+    sa.Column("profile_id", sa.String(64), primary_key=True),
+    sa.Column("speaker", sa.String(200), nullable=False),
+    sa.Column("language", sa.String(8), nullable=False),
+    sa.Column("locales", sa.Text, nullable=False),  # JSON list
+    sa.Column("notice_types", sa.Text, nullable=False),  # JSON list
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_reason", sa.String(64)),
+    sa.Column("embedding", sa.Text),  # JSON list of floats (normal variant)
+    sa.Column("embedding_model", sa.String(32)),
+    sa.Column("variants", sa.Text, nullable=False),  # JSON {emotion: {...}}
+    sa.Column("enrolled_on", sa.Date),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+voice_consents = sa.Table(
+    "voice_consents",
+    metadata,
+    sa.Column("consent_id", sa.String(64), primary_key=True),
+    sa.Column("profile_id", sa.String(64), nullable=False, index=True),
+    sa.Column("consented_by", sa.String(200), nullable=False),
+    sa.Column("granted_on", sa.Date, nullable=False),
+    sa.Column("expires_on", sa.Date),
+    sa.Column("notice_types", sa.Text, nullable=False),  # JSON list
+    sa.Column("locales", sa.Text, nullable=False),  # JSON list
+    sa.Column("document_ref", sa.String(255), nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Column("revoked_at", sa.DateTime),
+    sa.Column("revoked_reason", sa.String(255)),
+)
+
+# Every enrollment decision, accepted or rejected: what a compliance officer reads
+# to see which recordings were refused and why.
+voice_enrollments = sa.Table(
+    "voice_enrollments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("profile_id", sa.String(64), nullable=False),
+    sa.Column("emotion", sa.String(16), nullable=False),
+    sa.Column("recording_sha256", sa.String(64), nullable=False),
+    sa.Column("decided_on", sa.Date, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # enrolled | rejected
+    sa.Column("reason_code", sa.String(64)),
+    sa.Column("detail", sa.String(255)),
+    sa.Column("metrics", sa.Text),  # JSON
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("profile_id", "emotion", "recording_sha256", name="uq_voice_enrollment"),
+)
+
+
+# --- the audit -----------------------------------------------------------------------
+
+notice_voice_audit = sa.Table(
+    "notice_voice_audit",
+    metadata,
+    sa.Column("ledger_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("notice_id", sa.Integer, nullable=False),
+    sa.Column("campaign_date", sa.Date, nullable=False),
+    sa.Column("voice_profile", sa.String(64)),
+    sa.Column("consent_id", sa.String(64)),
+    sa.Column("instruct", sa.String(64)),
+    sa.Column("engine", sa.String(64)),
+    sa.Column("seed", sa.BigInteger),
+    sa.Column("fallback", sa.Boolean),
+    sa.Column("synthesis_status", sa.String(16)),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("labels", sa.Text),  # JSON
+    sa.Column("qc", sa.Text),  # JSON
+    sa.Column("synth_seconds", sa.Float),
+    sa.Column("speech_audio_s", sa.Float),
+    sa.Column("cached_audio_s", sa.Float),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Index("ix_voice_audit_notice", "notice_id", "campaign_date"),
+)
+
+# The view ``notice_audit`` (one row per ledger row and call attempt, with the voice,
+# consent and audio deletion): created by migration 0001, changed only by a migration.
+AUDIT_VIEW = "notice_audit"
+
+
+# --- retention -----------------------------------------------------------------------
+
+audio_deletions = sa.Table(
+    "audio_deletions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("object_key", sa.String(512), nullable=False),
+    sa.Column("last_modified", sa.DateTime, nullable=False),  # naive UTC
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("cutoff", sa.DateTime, nullable=False),
+    sa.Column("logical_date", sa.Date, nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Column("deleted_at", sa.DateTime),  # null: recorded, delete not confirmed yet
+    sa.UniqueConstraint("object_key", "last_modified", name="uq_audio_deletion"),
+    sa.Index("ix_audio_deletions_date", "logical_date"),
+)

@@ -1,0 +1,69 @@
+"""SQL helpers every database of voice-notify shares, and the SQL files a deployment edits.
+
+Each deployment's CRM differs, so every statement that touches it lives in
+``include/sql/<name>.sql``; a dialect that needs other syntax (MariaDB's upsert) gets
+``include/sql/<dialect>/<name>.sql``, which wins when present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from voice_notify.settings import get_settings
+
+
+def engine_options(url: sa.URL) -> dict:
+    """``create_engine`` options every voice-notify database needs, by backend."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        # Airflow tasks of one run may touch the demo CRM from several processes.
+        return {"connect_args": {"timeout": 30}}
+    if backend == "postgresql":
+        # Bulk write-back: batch executemany for UPDATEs too (psycopg2's
+        # execute_batch), not only INSERTs; one round trip per page of rows.
+        return {
+            "pool_pre_ping": True,
+            "executemany_mode": "values_plus_batch",
+            "executemany_batch_page_size": 1000,
+        }
+    return {"pool_pre_ping": True}
+
+
+def make_engine(url: sa.URL | str) -> sa.Engine:
+    """An engine for a database URL (tools and tests; tasks get theirs from Connections)."""
+    url = sa.make_url(url)
+    return sa.create_engine(url, **engine_options(url))
+
+
+def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, keys: Sequence[str]):
+    """An INSERT that leaves rows with the same unique ``keys`` alone, on every dialect."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    if dialect in ("mysql", "mariadb"):
+        return table.insert().prefix_with("IGNORE")
+    raise ValueError(f"unsupported ledger database dialect {dialect!r}")
+
+
+@cache
+def _read_sql(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def load_sql(name: str, dialect: str) -> sa.TextClause:
+    """The statement ``include/sql/[<dialect>/]<name>.sql`` as a SQLAlchemy text clause."""
+    sql_dir = get_settings().include_dir / "sql"
+    for path in (sql_dir / dialect / f"{name}.sql", sql_dir / f"{name}.sql"):
+        if path.is_file():
+            return sa.text(_read_sql(path))
+    raise FileNotFoundError(f"no SQL file {name}.sql under {sql_dir}")
