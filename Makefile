@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium
+# default-libmysqlclient-dev and pkg-config: mysqlclient (the MySQL provider) builds on them.
+SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium default-libmysqlclient-dev pkg-config
 
 # Passed through to the demo: GATEWAY_FAULTS (simulator fault mix, see README).
 export GATEWAY_FAULTS
@@ -15,14 +16,14 @@ export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
 .PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml | system-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-install: $(STAMP) system-deps
+install: system-deps $(STAMP)
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

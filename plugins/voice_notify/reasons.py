@@ -1,34 +1,43 @@
-"""Reason codes the pipeline records per notice (ledger ``reason_code`` and the
-CRM's ``status_reason``). Codes are stable: reports and CRM dashboards key on them.
+"""Reason codes the pipeline records per notice (ledger ``reason_code`` and the CRM's
+``status_reason``). Codes are stable: reports and CRM dashboards key on them.
 
 The text frontend adds its own codes (``synthesis.text.REASON_CODES``:
-``missing_variable``, ``invalid_variable``, ``text_too_long``, ...), and the
-worker's per-item codes arrive prefixed ``synthesis_``.
+``missing_variable``, ``invalid_variable``, ``text_too_long``, ...), and the worker's
+per-item codes arrive prefixed ``synthesis_`` (``SYNTHESIS_PREFIX``). Call outcomes
+(``voice_notify.settle.outcomes.Outcome``) are the reason of a notice whose last call
+did not reach the customer.
 """
 
 from __future__ import annotations
 
-OPTED_OUT = "opted_out"
-# The notice type's legal basis is consent and the CRM shows none for the customer.
-NO_CUSTOMER_CONSENT = "no_customer_consent"
-INVALID_PHONE = "invalid_phone"
-INVALID_VARIABLES_JSON = "invalid_variables_json"
-UNKNOWN_NOTICE_TYPE = "unknown_notice_type"
-ALREADY_CONTACTED = "already_contacted"  # another campaign date holds the dial claim
-OPTED_OUT_BEFORE_DIAL = "opted_out_before_dial"
-NOTICE_NO_LONGER_DUE = "notice_no_longer_due"
-GATEWAY_REJECTED = "gateway_rejected"
+from enum import StrEnum
+
 SYNTHESIS_PREFIX = "synthesis_"
-SYNTHESIS_RESULT_MISSING = "synthesis_result_missing"
 
-# Call outcomes (ledger ``outcome``) and the reason a notice failed when unanswered.
-CALL_NO_ANSWER = "no_answer"
-CALL_BUSY = "busy"
-CALL_FAILED = "call_failed"
-CALL_CANCELED = "call_canceled"
 
-# Compliance gate (plan time and dial time).
-ON_DO_NOT_CALL = "do_not_call"
-OUTSIDE_CALLING_HOURS = "outside_calling_hours"  # a wait, not terminal
-CAP_REACHED = "cap_reached"  # a wait, not terminal
-REDIAL_EXHAUSTED = "redial_exhausted"
+class Reason(StrEnum):
+    """Why a notice was skipped, failed, or waits."""
+
+    # Plan time: the notice cannot be spoken or the customer may not be called.
+    OPTED_OUT = "opted_out"
+    # The notice type's legal basis is consent and the CRM shows none for the customer.
+    NO_CUSTOMER_CONSENT = "no_customer_consent"
+    INVALID_PHONE = "invalid_phone"
+    INVALID_VARIABLES_JSON = "invalid_variables_json"
+    UNKNOWN_NOTICE_TYPE = "unknown_notice_type"
+    # Another campaign date holds the notice's dial claim.
+    ALREADY_CONTACTED = "already_contacted"
+    # Dial time: what changed since the plan.
+    OPTED_OUT_BEFORE_DIAL = "opted_out_before_dial"
+    NOTICE_NO_LONGER_DUE = "notice_no_longer_due"
+    ON_DO_NOT_CALL = "do_not_call"
+    GATEWAY_REJECTED = "gateway_rejected"
+    SYNTHESIS_RESULT_MISSING = "synthesis_result_missing"
+    # Waits, not terminal: the row is tried again at ``next_attempt_at``.
+    OUTSIDE_CALLING_HOURS = "outside_calling_hours"
+    CAP_REACHED = "cap_reached"
+    # The last call of a notice did not reach the customer.
+    CALL_NO_ANSWER = "no_answer"
+    CALL_BUSY = "busy"
+    CALL_FAILED = "call_failed"
+    CALL_CANCELED = "call_canceled"

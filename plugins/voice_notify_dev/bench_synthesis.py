@@ -131,7 +131,7 @@ def _run(synthesizer: Any, items: list[BatchItem]) -> tuple[list[ResultItem], fl
 
 def bench_overhead(count: int, date: dt.date) -> dict[str, float]:
     """Wall time per item minus engine time, over one batch of ``count`` items."""
-    from synthesis.worker import BatchSynthesizer, WorkerOptions
+    from synthesis.synthesizer import BatchSynthesizer, WorkerOptions
 
     pool = demo_items(date, whole_crm=True, customers=max(600, count + 200))
     items = (pool * (count // len(pool) + 1))[:count]
@@ -165,7 +165,7 @@ def bench_overhead(count: int, date: dt.date) -> dict[str, float]:
 
 def bench_cache(date: dt.date, batch_size: int) -> dict[str, float]:
     """Audio-seconds served by the segment cache on the demo campaign of ``date``."""
-    from synthesis.worker import BatchSynthesizer, WorkerOptions
+    from synthesis.synthesizer import BatchSynthesizer, WorkerOptions
 
     items = demo_items(date, whole_crm=False)
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
@@ -199,8 +199,8 @@ def calibrate(date: dt.date, notices: int = 12) -> dict[str, Any]:
     from synthesis.audio import MASTER_RATE
     from synthesis.instructs import include_dir
     from synthesis.qc import SpeakerEncoder, cosine
+    from synthesis.synthesizer import BatchSynthesizer, WorkerOptions
     from synthesis.voices import publish_demo_profiles
-    from synthesis.worker import BatchSynthesizer, WorkerOptions
 
     items = demo_items(date, whole_crm=True)
     items = [i for i in items if i.locale == "cmn"][:notices]

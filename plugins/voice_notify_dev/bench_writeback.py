@@ -7,7 +7,7 @@ measures in the same run:
 
 - the naive path: one transaction per outcome, one statement at a time, on a
   slice of the outcomes (a full naive run takes minutes), scaled to N;
-- the bulk path the pipeline uses (``reconcile.write_back``) on all N.
+- the bulk path the pipeline uses (``writeback.write_back``) on all N.
 
 It prints both, the ratio, and the targets (bulk <= 30 s, >= 20x naive).
 """
@@ -25,14 +25,14 @@ import uuid
 import sqlalchemy as sa
 
 from voice_notify.db.sql import make_engine
-from voice_notify.settle import outcomes as reconcile
+from voice_notify.settle import writeback
 from voice_notify_dev import demo_crm
 
 DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DAY = dt.date(2026, 11, 26)
 
 
-def _plan(n: int) -> reconcile.WriteBack:
+def _plan(n: int) -> writeback.WriteBack:
     started = dt.datetime(2026, 11, 26, 2, 0)
     outcomes = ["completed", "confirmed", "no_answer", "busy", "opted_out", "call_failed"]
     attempts, statuses, opt_outs = [], [], []
@@ -62,7 +62,7 @@ def _plan(n: int) -> reconcile.WriteBack:
         )
         if outcome == "opted_out":
             opt_outs.append({"notice_id": i})
-    return reconcile.WriteBack(attempts, statuses, opt_outs)
+    return writeback.WriteBack(attempts, statuses, opt_outs)
 
 
 def _fill_crm(engine: sa.Engine, n: int) -> None:
@@ -94,7 +94,7 @@ def _reset(engine: sa.Engine) -> None:
         conn.execute(sa.text("UPDATE customers SET voice_opt_out = FALSE"))
 
 
-def _naive(engine: sa.Engine, plan: reconcile.WriteBack) -> None:
+def _naive(engine: sa.Engine, plan: writeback.WriteBack) -> None:
     """The path the bulk one replaces: per outcome, a transaction and one statement per row."""
     from sqlalchemy.dialects.postgresql import insert
 
@@ -138,7 +138,7 @@ def run(server_url: str, n: int, naive_n: int) -> dict[str, float]:
     try:
         _fill_crm(engine, n)
         plan = _plan(n)
-        naive_slice = reconcile.WriteBack(
+        naive_slice = writeback.WriteBack(
             plan.attempts[:naive_n],
             plan.statuses[:naive_n],
             [o for o in plan.opt_outs if o["notice_id"] <= naive_n],
@@ -148,7 +148,7 @@ def run(server_url: str, n: int, naive_n: int) -> dict[str, float]:
         naive_s = time.perf_counter() - started
         _reset(engine)
         started = time.perf_counter()
-        counts = reconcile.write_back(engine, plan)
+        counts = writeback.write_back(engine, plan)
         bulk_s = time.perf_counter() - started
         with engine.connect() as conn:
             written = conn.execute(sa.text("SELECT count(*) FROM contact_attempts")).scalar()

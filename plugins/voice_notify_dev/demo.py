@@ -59,6 +59,41 @@ def _copy_outputs(s3: localrun.S3Endpoint, bucket: str, report_key: str, out_dir
     return {"report": report, "copied": copied}
 
 
+def _progress(env: dict[str, str], dag_id: str, crm_url: str, campaign_date: dt.date):
+    """A progress printer for a running ``dags test``: tasks, batches, calls so far."""
+    started = time.monotonic()
+
+    def show() -> None:
+        run = localrun.run_progress(env, dag_id)
+        engine = sa.create_engine(crm_url)
+        try:
+            with engine.connect() as conn:
+                calls = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(schema.call_attempts)
+                    .where(
+                        schema.call_attempts.c.campaign_date == campaign_date,
+                        schema.call_attempts.c.call_id.is_not(None),
+                    )
+                ).scalar()
+        except sa.exc.OperationalError:
+            calls = 0
+        finally:
+            engine.dispose()
+        batches = (
+            f", batches synthesized {run['batches_done']}/{run['batches']}"
+            if run["batches"]
+            else ""
+        )
+        print(
+            f"  [{time.monotonic() - started:5.0f} s] {dag_id}: tasks {run['tasks_done']}"
+            f"/{run['tasks']} done{batches}, calls placed {calls}",
+            flush=True,
+        )
+
+    return show
+
+
 def _call_attempts(crm_url: str) -> list[sa.Row]:
     engine = sa.create_engine(crm_url)
     try:
@@ -166,14 +201,26 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simu
         )
         localrun.prepare_airflow(env)
         print(f"running: airflow dags test {DAG_ID} {date_text}")
-        localrun.dags_test(env, DAG_ID, date_text, logs / f"dags-test-{date_text}.log")
+        localrun.dags_test(
+            env,
+            DAG_ID,
+            date_text,
+            logs / f"dags-test-{date_text}.log",
+            on_wait=_progress(env, DAG_ID, crm_url, campaign_date),
+        )
         state = localrun.dag_run_state(env, DAG_ID, date_text)
         # Late outcomes and redials: the demo's campaign file redials at once, at
         # most twice; a fault mix can need another pass (bounded).
         for n in range(3):
             now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
             print(f"running: airflow dags test {RECONCILE_DAG_ID} {now}")
-            localrun.dags_test(env, RECONCILE_DAG_ID, now, logs / f"reconcile-{date_text}-{n}.log")
+            localrun.dags_test(
+                env,
+                RECONCILE_DAG_ID,
+                now,
+                logs / f"reconcile-{date_text}-{n}.log",
+                on_wait=_progress(env, RECONCILE_DAG_ID, crm_url, campaign_date),
+            )
             reconcile_state = localrun.dag_run_state(env, RECONCILE_DAG_ID, now[:10])
             if _all_settled(crm_url, campaign_date):
                 break

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,22 +229,78 @@ def prepare_airflow(env: Mapping[str, str], pool_slots: int = 4) -> None:
     )
 
 
-def dags_test(env: Mapping[str, str], dag_id: str, logical_date: str, log_path: Path) -> int:
+def dags_test(
+    env: Mapping[str, str],
+    dag_id: str,
+    logical_date: str,
+    log_path: Path,
+    *,
+    on_wait: Callable[[], None] | None = None,
+    every_s: float = 3.0,
+) -> int:
     """``airflow dags test`` for one date; its whole output goes to ``log_path``.
 
     The exit code alone does not say how the run ended: read ``dag_run_state``.
+
+    :param on_wait: called every ``every_s`` seconds while the run goes on (progress)
     """
     binary = Path(sys.executable).with_name("airflow")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + 1800
     with log_path.open("w", encoding="utf-8") as log_file:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [str(binary), "dags", "test", dag_id, logical_date],
             env=dict(env),
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            timeout=1800,
         )
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(proc.args, 1800)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=every_s)
+                if proc.poll() is None and on_wait is not None:
+                    on_wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return proc.returncode
+
+
+def run_progress(env: Mapping[str, str], dag_id: str) -> dict[str, int]:
+    """Task instances of the newest run of ``dag_id``: done and in all, and mapped batches.
+
+    Read from the metadata database while ``dags test`` runs (mapped tasks add instances
+    as they expand, so the total grows).
+    """
+    engine = sa.create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    finished = ("success", "skipped", "failed", "upstream_failed", "removed")
+    try:
+        with engine.connect() as conn:
+            run_id = conn.execute(
+                sa.text("SELECT run_id FROM dag_run WHERE dag_id = :d ORDER BY id DESC LIMIT 1"),
+                {"d": dag_id},
+            ).scalar()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT task_id, map_index, state FROM task_instance "
+                    "WHERE dag_id = :d AND run_id = :r"
+                ),
+                {"d": dag_id, "r": run_id},
+            ).all()
+    except sa.exc.OperationalError:  # the run's tables are not there yet
+        return {"tasks": 0, "tasks_done": 0, "batches": 0, "batches_done": 0}
+    finally:
+        engine.dispose()
+    mapped = [r for r in rows if r.map_index >= 0 and r.task_id.endswith("synthesize")]
+    return {
+        "tasks": len(rows),
+        "tasks_done": sum(r.state in finished for r in rows),
+        "batches": len(mapped),
+        "batches_done": sum(r.state in finished for r in mapped),
+    }
 
 
 def dag_run_state(env: Mapping[str, str], dag_id: str, logical_date: str) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.synthesis.fake_cosyvoice import FakeCosyVoice3, make_model_dir
+from tests.support.fake_cosyvoice import FakeCosyVoice3, make_model_dir
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
 
@@ -78,7 +78,7 @@ def demo_profiles(store, espeak) -> list[str]:
 
 @pytest.fixture
 def synthesizer_factory(store, espeak, speaker_encoder, tmp_path: Path) -> Iterator:
-    from synthesis.worker import BatchSynthesizer, WorkerOptions
+    from synthesis.synthesizer import BatchSynthesizer, WorkerOptions
 
     made = []
 

@@ -13,7 +13,7 @@ from synthesis.engines.cosyvoice3 import REQUIRED_DIRS, REQUIRED_FILES, CosyVoic
 from synthesis.instructs import default_catalogue
 from synthesis.text import Segment
 from synthesis.voices import VoiceProfile
-from tests.synthesis.fake_cosyvoice import make_model_dir
+from tests.support.fake_cosyvoice import make_model_dir
 
 
 def _profile(tmp_path: Path, espeak, profile_id: str = "agent") -> VoiceProfile:

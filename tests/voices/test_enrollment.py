@@ -245,7 +245,9 @@ def test_a_revoked_consent_is_withdrawn_from_the_worker_too(
     data = synthetic.wav_bytes(*agent_voice)
     assert en.enroll(sqlite_registry, s3_client, s3_bucket, _request(), data, DAY).enrolled
     batch_store = BatchStore(s3_bucket, s3_client)
-    assert VoiceLibrary(batch_store, tmp_path / "1").resolve("agent-x").consent_id == "consent-agent-x"
+    assert (
+        VoiceLibrary(batch_store, tmp_path / "1").resolve("agent-x").consent_id == "consent-agent-x"
+    )
     with sqlite_registry.begin() as conn:
         assert vp.revoke_consent(conn, "consent-agent-x", dt.datetime(2026, 11, 26, 10), "left")
         assert not store.republish_profile(conn, s3_client, s3_bucket, "agent-x")

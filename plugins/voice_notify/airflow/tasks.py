@@ -20,14 +20,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify import ledger
+from synthesis.manifest import BatchItem, parse_lines, parse_results
+from synthesis.worker import EXIT_OK
+from voice_notify import ledger, retention
 from voice_notify.airflow import hooks, storage
+from voice_notify.airflow.hooks import gateway_from_connection
 from voice_notify.db import migrate, schema
-from voice_notify.db.sql import load_sql
-from voice_notify.plan import eligibility as planning
+from voice_notify.dial import dialer, ratelimit
+from voice_notify.dial.results import record_synthesis
+from voice_notify.extract import due_notices
+from voice_notify.gateway import GatewayTransientError
+from voice_notify.plan import batches, eligibility
 from voice_notify.plan.campaigns import CampaignConfig, load_campaign_config
+from voice_notify.plan.voices import assign_voices
 from voice_notify.report import audit
+from voice_notify.report.campaign import campaign_report
+from voice_notify.report.html import render
 from voice_notify.settings import get_settings
+from voice_notify.settle import outcomes, writeback
 from voice_notify.voices import registry as voice_profiles
 
 log = logging.getLogger(__name__)
@@ -55,16 +65,8 @@ def extract(campaign_date: dt.date, campaign: str) -> dict[str, Any]:
     settings = get_settings()
     config = campaign_config()
     config.notice_types_of(campaign)  # an unknown campaign fails before any work
-    engine = hooks.engine_for(settings.crm_conn_id)
-    horizon = campaign_date + dt.timedelta(days=config.max_lookahead_days)
-    with engine.connect() as conn:
-        rows = [
-            dict(r._mapping)
-            for r in conn.execute(
-                load_sql("extract_due_notices", engine.dialect.name),
-                {"campaign_date": campaign_date, "horizon_date": horizon},
-            )
-        ]
+    with hooks.engine_for(settings.crm_conn_id).connect() as conn:
+        rows = list(due_notices(conn, campaign_date, config))
     storage.ensure_bucket()
     key = storage.write_jsonl(storage.due_notices_key(campaign_date, campaign), rows)
     log.info(
@@ -77,15 +79,15 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
     """Decide every notice, record the decisions, write batch manifests; returns batch keys."""
     config = campaign_config()
     notices = list(storage.read_jsonl(due_key))
-    decisions = planning.decide_all(
+    decisions = eligibility.decide_all(
         notices, campaign_date, config.notice_types_of(campaign), _composer(), config
     )
     engine = _ledger_engine()
     with engine.begin() as conn:
         # Consent is read when the plan is made: a revocation counts from the next plan.
         book = voice_profiles.load_consent_book(conn)
-        decisions = planning.assign_voices(decisions, book, config, campaign_date)
-        waiting = planning.record_decisions(conn, decisions, campaign_date)
+        decisions = assign_voices(decisions, book, config, campaign_date)
+        waiting = batches.record_decisions(conn, decisions, campaign_date)
         by_notice = {d.notice_id: d for d in decisions}
         for row in waiting:
             decision = by_notice[row.notice_id]
@@ -98,9 +100,9 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
                     decision.consent,
                     decision.voice.instruct,
                 )
-    items = planning.batch_items(waiting, by_notice, campaign_date)
+    items = batches.batch_items(waiting, by_notice, campaign_date)
     keys = []
-    for index, batch in enumerate(planning.chunk(items, batch_size)):
+    for index, batch in enumerate(batches.chunk(items, batch_size)):
         key = storage.write_bytes(
             storage.batch_key(campaign_date, campaign, index),
             "".join(item.to_json() + "\n" for item in batch).encode("utf-8"),
@@ -136,7 +138,6 @@ def synthesize_locally(batch_key: str, engine: str | None = None) -> str:
     :param engine: the synthesis engine (default: the ``synthesis_engine`` setting); the
         fallback engine comes from ``synthesis_fallback_engine``.
     """
-    from synthesis.worker import EXIT_OK
 
     settings = get_settings()
     env = {**os.environ, **storage.worker_environment()}
@@ -176,27 +177,24 @@ def _now() -> dt.datetime:
 
 
 def _dial_context():
-    from voice_notify.airflow.hooks import gateway_from_connection
-    from voice_notify.dial import dialer as dispatch
 
     settings = get_settings()
     gateway = gateway_from_connection(settings.gateway_conn_id)
     # Past twice the gateway's request timeout no live worker still waits on a
     # row in ``dialing``: it is safe to look it up and resume it.
     resume_after_s = max(2 * float(getattr(gateway, "timeout_s", 30)) + 5, 15)
-    return dispatch.DialContext(
+    return dialer.DialContext(
         gateway=gateway,
         resume_after_s=resume_after_s,
         audio_url=storage.presigned_audio_url,
         config=campaign_config(),
         now=_now,
-        rate_limiter=dispatch.RateLimiter(settings.calls_per_second),
+        rate_limiter=ratelimit.RateLimiter(settings.calls_per_second),
         status_callback_url=settings.status_callback_url,
     )
 
 
 def _raise_for_retry(counts) -> None:
-    from voice_notify.gateway import GatewayTransientError
 
     if counts.transient:
         # Airflow retries the task; the retry looks each call up before resending.
@@ -205,23 +203,19 @@ def _raise_for_retry(counts) -> None:
 
 def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool) -> dict[str, Any]:
     """Record a batch's synthesis results and place its calls (unless dry run)."""
-    from synthesis.manifest import parse_results
-    from voice_notify.dial import dialer as dispatch
 
     settings = get_settings()
     engine = _ledger_engine()
     results = parse_results(storage.read_bytes(results_key))
     with engine.begin() as conn:
         rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
-        synthesis = dispatch.record_synthesis(conn, rows, results)
+        synthesis = record_synthesis(conn, rows, results)
     if dry_run:
         log.info("dry run: %d synthesized, no calls placed", synthesis.synthesized)
         return {"synthesized": synthesis.synthesized, "dialed": 0, "dry_run": True}
     with engine.connect() as conn:
         rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
-    counts = dispatch.dial_rows(
-        engine, hooks.engine_for(settings.crm_conn_id), rows, _dial_context()
-    )
+    counts = dialer.dial_rows(engine, hooks.engine_for(settings.crm_conn_id), rows, _dial_context())
     counts.synthesized, counts.synthesis_failed = synthesis.synthesized, synthesis.synthesis_failed
     _raise_for_retry(counts)
     return counts.as_dict()
@@ -229,11 +223,9 @@ def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool
 
 def settle(dates: list[dt.date]) -> dict[str, Any]:
     """One pass over the open calls of these dates: callbacks first, else the gateway."""
-    from voice_notify.airflow.hooks import gateway_from_connection
-    from voice_notify.settle import outcomes as rc
 
     settings = get_settings()
-    counts = rc.settle_calls(
+    counts = outcomes.settle_calls(
         _ledger_engine(),
         dates,
         gateway_from_connection(settings.gateway_conn_id),
@@ -245,11 +237,10 @@ def settle(dates: list[dt.date]) -> dict[str, Any]:
 
 def write_back(dates: list[dt.date]) -> dict[str, Any]:
     """Write the settled notices and ended attempts of these dates back to the CRM."""
-    from voice_notify.settle import outcomes as rc
 
     with _ledger_engine().connect() as conn:
-        plan = rc.load_write_back(conn, dates)
-    return rc.write_back(hooks.engine_for(get_settings().crm_conn_id), plan)
+        plan = writeback.load_write_back(conn, dates)
+    return writeback.write_back(hooks.engine_for(get_settings().crm_conn_id), plan)
 
 
 def reconcile(campaign_date: dt.date) -> dict[str, Any]:
@@ -266,7 +257,6 @@ def recent_dates(today: dt.date) -> list[dt.date]:
 
 def redial_due(dates: list[dt.date]) -> dict[str, Any]:
     """Dial the rows of these dates whose redial (or calling window) has come."""
-    from voice_notify.dial import dialer as dispatch
 
     engine = _ledger_engine()
     with engine.connect() as conn:
@@ -277,18 +267,38 @@ def redial_due(dates: list[dt.date]) -> dict[str, Any]:
                 conn, day, [ledger.LedgerState.SYNTHESIZED, ledger.LedgerState.DIALING]
             )
         ]
-    counts = dispatch.dial_rows(
+    counts = dialer.dial_rows(
         engine, hooks.engine_for(get_settings().crm_conn_id), rows, _dial_context()
     )
     _raise_for_retry(counts)
     return counts.as_dict()
 
 
+def synthesis_of_date(
+    campaign_date: dt.date,
+) -> tuple[dict[int, Any], dict[int, tuple[str, str | None]]]:
+    """The worker's results and each item's voice, from a date's manifests in S3.
+
+    Returns ``({ledger_id: ResultItem}, {ledger_id: (profile, instruct)})`` over every
+    campaign of the date (``campaigns/<date>/<campaign>/{batches,results}/``).
+    """
+    prefix = f"campaigns/{campaign_date.isoformat()}/"
+    keys = storage.s3_hook().list_keys(bucket_name=get_settings().bucket, prefix=prefix) or []
+    results: dict[int, Any] = {}
+    voices: dict[int, tuple[str, str | None]] = {}
+    for key in sorted(keys):
+        if "/results/" in key and key.endswith(".jsonl"):
+            results.update(parse_results(storage.read_bytes(key)))
+        elif "/batches/" in key and key.endswith(".jsonl"):
+            for line in parse_lines(storage.read_bytes(key)):
+                item = BatchItem.from_json(line)
+                voices[item.ledger_id] = (item.voice.profile, item.voice.instruct)
+    return results, voices
+
+
 def report(campaign_date: dt.date) -> dict[str, Any]:
     """The date's report as JSON (machines) and HTML (people) beside it, rewritten each time;
     also records each notice's synthesis in the audit table (``voice_notify.report.audit``)."""
-    from voice_notify.report.campaign import campaign_report
-    from voice_notify.report.html import render
 
     engine = _ledger_engine()
     with engine.connect() as conn:
@@ -298,7 +308,7 @@ def report(campaign_date: dt.date) -> dict[str, Any]:
                 schema.call_attempts.c.campaign_date == campaign_date
             )
         ).all()
-    results, voices = audit.synthesis_of_date(campaign_date)
+    results, voices = synthesis_of_date(campaign_date)
     with engine.begin() as conn:
         audit.record_synthesis(conn, rows, results, voices)
     body = campaign_report(rows, attempts, campaign_date, results)
@@ -324,7 +334,6 @@ def report(campaign_date: dt.date) -> dict[str, Any]:
 
 def purge_audio(logical_date: dt.date) -> dict[str, Any]:
     """The retention task: audio older than the retention days before the logical date."""
-    from voice_notify import retention
 
     settings = get_settings()
     engine = _ledger_engine()

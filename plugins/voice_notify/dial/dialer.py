@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from synthesis.manifest import ResultItem
-from voice_notify import ledger, reasons
+from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.db.sql import load_sql
+from voice_notify.dial.ratelimit import RateLimiter
 from voice_notify.gateway.base import (
     CallRequest,
     CallStatus,
@@ -37,6 +36,9 @@ from voice_notify.ledger import LedgerState
 from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
 from voice_notify.plan import compliance
 from voice_notify.plan.campaigns import CampaignConfig
+from voice_notify.plan.compliance import GateResult
+from voice_notify.reasons import Reason
+from voice_notify.settle.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -82,53 +84,6 @@ class DialCounts:
             "transient": self.transient,
             "reasons": dict(sorted(self.reasons.items())),
         }
-
-
-def record_synthesis(
-    conn: sa.Connection, rows: Sequence[sa.Row], results: Mapping[int, ResultItem]
-) -> DialCounts:
-    """Move a batch's planned rows to synthesized or failed from the worker's results."""
-    counts = DialCounts()
-    for row in rows:
-        if row.state != LedgerState.PLANNED:
-            continue
-        result = results.get(row.id)
-        if result is None:
-            reason = reasons.SYNTHESIS_RESULT_MISSING
-        elif result.status == "ok":
-            ledger.transition(
-                conn,
-                row.id,
-                LedgerState.SYNTHESIZED,
-                from_states=[LedgerState.PLANNED],
-                audio_key=result.audio_key,
-                engine=result.engine,
-                seed=result.seed,
-            )
-            counts.synthesized += 1
-            continue
-        else:
-            reason = reasons.SYNTHESIS_PREFIX + (result.error_code or "unknown")
-        ledger.transition(conn, row.id, LedgerState.FAILED, reason_code=reason[:64])
-        counts.synthesis_failed += 1
-        log.info("notice %s: failed reason=%s", row.notice_id, reason)
-    return counts
-
-
-class RateLimiter:
-    """At most ``per_second`` calls per second to one gateway."""
-
-    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval = 1.0 / per_second if per_second > 0 else 0.0
-        self._clock = clock
-        self._next = 0.0
-
-    def wait(self) -> None:
-        now = self._clock()
-        if now < self._next:
-            time.sleep(self._next - now)
-            now = self._next
-        self._next = now + self._interval
 
 
 @dataclass(frozen=True)
@@ -199,15 +154,15 @@ class _Dialer:
     def _gate(self, row: sa.Row, contact: Any, number: str | None) -> compliance.Verdict:
         """The dial-time compliance gate for one row."""
         if row.notice_id in self.claimed_elsewhere:
-            return compliance.skip(reasons.ALREADY_CONTACTED)
+            return compliance.skip(Reason.ALREADY_CONTACTED)
         if contact is None or contact.status != "due":
-            return compliance.skip(reasons.NOTICE_NO_LONGER_DUE)
+            return compliance.skip(Reason.NOTICE_NO_LONGER_DUE)
         if contact.voice_opt_out:
-            return compliance.skip(reasons.OPTED_OUT_BEFORE_DIAL)
+            return compliance.skip(Reason.OPTED_OUT_BEFORE_DIAL)
         if number is None:
-            return compliance.skip(reasons.INVALID_PHONE)
+            return compliance.skip(Reason.INVALID_PHONE)
         if number in self.blocked:
-            return compliance.skip(reasons.ON_DO_NOT_CALL)
+            return compliance.skip(Reason.ON_DO_NOT_CALL)
         now = self.ctx.now()
         zone = compliance.customer_zone(contact.time_zone, number)
         verdict = compliance.hours_verdict(self.ctx.config.calling_hours, now, zone)
@@ -234,10 +189,10 @@ class _Dialer:
             self.counts.note("redial_not_due")
             return
         verdict = self._gate(row, contact, number)
-        if verdict.kind == "skip":
+        if verdict.kind is GateResult.SKIP:
             self._end(row, LedgerState.SKIPPED, verdict.reason)
             return
-        if verdict.kind == "wait":
+        if verdict.kind is GateResult.WAIT:
             with self.engine.begin() as conn:
                 ledger.update_in_state(
                     conn, row.id, LedgerState.SYNTHESIZED, next_attempt_at=verdict.until
@@ -251,9 +206,9 @@ class _Dialer:
         with self.engine.begin() as conn:
             if not ledger.claim_notice(conn, row.notice_id, row.id, row.campaign_date):
                 ledger.transition(
-                    conn, row.id, LedgerState.SKIPPED, reason_code=reasons.ALREADY_CONTACTED
+                    conn, row.id, LedgerState.SKIPPED, reason_code=Reason.ALREADY_CONTACTED
                 )
-                self.counts.skip(reasons.ALREADY_CONTACTED)
+                self.counts.skip(Reason.ALREADY_CONTACTED)
                 return
             if not ledger.transition(
                 conn,
@@ -297,7 +252,7 @@ class _Dialer:
         try:
             status = self.ctx.gateway.place_call(request)
         except GatewayPermanentError as exc:
-            self._end(row, LedgerState.FAILED, reasons.GATEWAY_REJECTED, outcome="rejected")
+            self._end(row, LedgerState.FAILED, Reason.GATEWAY_REJECTED, outcome=Outcome.REJECTED)
             self.counts.rejected += 1
             log.warning(
                 "notice %s to %s: gateway rejected: %s", row.notice_id, mask_phone(number), exc
@@ -385,10 +340,10 @@ class _Dialer:
         # The gateway never accepted it: sending with the same key is safe, if
         # the customer may still be called (time has passed).
         verdict = self._gate(row, contact, number)
-        if verdict.kind == "skip":
-            self._end(row, LedgerState.FAILED, verdict.reason, outcome="not_sent")
+        if verdict.kind is GateResult.SKIP:
+            self._end(row, LedgerState.FAILED, verdict.reason, outcome=Outcome.NOT_SENT)
             return
-        if verdict.kind == "wait":
+        if verdict.kind is GateResult.WAIT:
             self.counts.waiting += 1
             self.counts.note(verdict.reason)
             return

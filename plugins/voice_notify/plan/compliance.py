@@ -15,40 +15,50 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import phonenumbers
 import sqlalchemy as sa
 from phonenumbers import timezone as phone_timezone
 
-from voice_notify import ledger, reasons
+from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.plan.campaigns import CallingHours, Caps
+from voice_notify.reasons import Reason
 
 DEFAULT_ZONE = "Asia/Shanghai"
+
+
+class GateResult(StrEnum):
+    """What the compliance gate answers for one customer, now."""
+
+    ALLOW = "allow"
+    WAIT = "wait"  # until ``Verdict.until``: calling hours or a cap
+    SKIP = "skip"  # for good, with ``Verdict.reason``
 
 
 @dataclass(frozen=True)
 class Verdict:
     """``allow``, ``wait`` until a UTC time, or ``skip`` with a reason code."""
 
-    kind: str
+    kind: GateResult
     reason: str | None = None
     until: dt.datetime | None = None  # naive UTC, for wait
 
     @property
     def allowed(self) -> bool:
-        return self.kind == "allow"
+        return self.kind is GateResult.ALLOW
 
 
-ALLOW = Verdict("allow")
+ALLOW = Verdict(GateResult.ALLOW)
 
 
 def skip(reason: str) -> Verdict:
-    return Verdict("skip", reason)
+    return Verdict(GateResult.SKIP, reason)
 
 
 def wait(reason: str, until: dt.datetime) -> Verdict:
-    return Verdict("wait", reason, until.astimezone(dt.UTC).replace(tzinfo=None))
+    return Verdict(GateResult.WAIT, reason, until.astimezone(dt.UTC).replace(tzinfo=None))
 
 
 def customer_zone(crm_time_zone: str | None, e164: str | None) -> zoneinfo.ZoneInfo:
@@ -56,7 +66,8 @@ def customer_zone(crm_time_zone: str | None, e164: str | None) -> zoneinfo.ZoneI
     if crm_time_zone:
         try:
             return zoneinfo.ZoneInfo(crm_time_zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        # OSError: a name that is a tzdata folder ("Asia") or otherwise unreadable.
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             pass
     if e164:
         try:
@@ -76,7 +87,7 @@ def hours_verdict(hours: CallingHours, now_utc: dt.datetime, zone: zoneinfo.Zone
     local = now_utc.astimezone(zone)
     if hours.allows(local.time()):
         return ALLOW
-    return wait(reasons.OUTSIDE_CALLING_HOURS, hours.next_start(local))
+    return wait(Reason.OUTSIDE_CALLING_HOURS, hours.next_start(local))
 
 
 def caps_verdict(
@@ -106,7 +117,7 @@ def caps_verdict(
                 until = frees_at if until is None else max(until, frees_at)
     if until is None:
         return ALLOW
-    return wait(reasons.CAP_REACHED, until.replace(tzinfo=dt.UTC))
+    return wait(Reason.CAP_REACHED, until.replace(tzinfo=dt.UTC))
 
 
 @dataclass(frozen=True)

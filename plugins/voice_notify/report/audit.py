@@ -236,29 +236,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def synthesis_of_date(
-    campaign_date: dt.date,
-) -> tuple[dict[int, Any], dict[int, tuple[str, str | None]]]:
-    """The worker's results and each item's voice, from a date's manifests in S3.
-
-    Returns ``({ledger_id: ResultItem}, {ledger_id: (profile, instruct)})`` over every
-    campaign of the date (``campaigns/<date>/<campaign>/{batches,results}/``).
-    """
-    from synthesis.manifest import BatchItem, parse_lines, parse_results
-    from voice_notify.airflow import storage
-    from voice_notify.settings import get_settings
-
-    prefix = f"campaigns/{campaign_date.isoformat()}/"
-    keys = storage.s3_hook().list_keys(bucket_name=get_settings().bucket, prefix=prefix) or []
-    results: dict[int, Any] = {}
-    voices: dict[int, tuple[str, str | None]] = {}
-    for key in sorted(keys):
-        if "/results/" in key and key.endswith(".jsonl"):
-            results.update(parse_results(storage.read_bytes(key)))
-        elif "/batches/" in key and key.endswith(".jsonl"):
-            for line in parse_lines(storage.read_bytes(key)):
-                item = BatchItem.from_json(line)
-                voices[item.ledger_id] = (item.voice.profile, item.voice.instruct)
-    return results, voices

@@ -9,8 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from voice_notify.settle.outcomes import Outcome
+
 # Call outcomes where the customer heard the notice.
-REACHED = frozenset({"completed", "confirmed", "opted_out"})
+_REACHED = frozenset(o.value for o in Outcome if o.reached)
 
 
 def campaign_report(
@@ -73,7 +75,7 @@ def _rates(rows: Sequence[sa.Row], group) -> dict[str, dict[str, Any]]:
         c["skipped"] += r.state == "skipped"
         called = r.outcome is not None or r.state in ("dialed", "completed")
         c["called"] += called
-        c["reached"] += r.outcome in REACHED
+        c["reached"] += r.outcome in _REACHED
         c["confirmed"] += r.outcome == "confirmed"
     return {
         name: {

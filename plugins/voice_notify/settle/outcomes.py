@@ -9,45 +9,64 @@ campaign date, attempt), so it can run any number of times with one result.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import sqlalchemy as sa
 
-from voice_notify import ledger, reasons
+from voice_notify import ledger
 from voice_notify.db import schema
-from voice_notify.db.sql import load_sql
 from voice_notify.gateway.base import CallState, CallStatus, GatewayError, VoiceGateway
 from voice_notify.ledger import LedgerState
-from voice_notify.plan.campaigns import CampaignConfig
+from voice_notify.plan.campaigns import CampaignConfig, RedialPolicy
+from voice_notify.reasons import Reason
 
 log = logging.getLogger(__name__)
 
+
+class Outcome(StrEnum):
+    """How one call attempt ended (ledger and ``call_attempts`` ``outcome``)."""
+
+    COMPLETED = "completed"  # answered, heard, no key
+    CONFIRMED = "confirmed"  # the confirm key (1)
+    OPTED_OUT = "opted_out"  # the opt-out key (9): the CRM's voice_opt_out is set
+    ANSWERING_MACHINE = "answering_machine"
+    NO_ANSWER = Reason.CALL_NO_ANSWER.value
+    BUSY = Reason.CALL_BUSY.value
+    CALL_FAILED = Reason.CALL_FAILED.value
+    CALL_CANCELED = Reason.CALL_CANCELED.value
+    REJECTED = "rejected"  # the gateway refused the request (never rang)
+    NOT_SENT = "not_sent"  # a call left in dialing that the gateway never had
+
+    @property
+    def reached(self) -> bool:
+        """Whether the customer heard the notice."""
+        return self in (Outcome.COMPLETED, Outcome.CONFIRMED, Outcome.OPTED_OUT)
+
+
 _FAILED_OUTCOMES = {
-    CallState.NO_ANSWER: reasons.CALL_NO_ANSWER,
-    CallState.BUSY: reasons.CALL_BUSY,
-    CallState.FAILED: reasons.CALL_FAILED,
-    CallState.CANCELED: reasons.CALL_CANCELED,
+    CallState.NO_ANSWER: Outcome.NO_ANSWER,
+    CallState.BUSY: Outcome.BUSY,
+    CallState.FAILED: Outcome.CALL_FAILED,
+    CallState.CANCELED: Outcome.CALL_CANCELED,
 }
-ANSWERING_MACHINE = "answering_machine"
 
 
-def outcome_of(status: CallStatus, confirm_key: str, optout_key: str) -> str:
+def outcome_of(status: CallStatus, confirm_key: str, optout_key: str) -> Outcome:
     """The outcome name recorded in the ledger and the CRM."""
     if status.state != CallState.COMPLETED:
         return _FAILED_OUTCOMES[status.state]
     if status.key_pressed == optout_key:
-        return "opted_out"
+        return Outcome.OPTED_OUT
     if status.key_pressed == confirm_key:
-        return "confirmed"
+        return Outcome.CONFIRMED
     if status.answered_by == "machine":
-        return ANSWERING_MACHINE
-    return "completed"
+        return Outcome.ANSWERING_MACHINE
+    return Outcome.COMPLETED
 
 
 def status_from_events(call_id: str, events: Sequence[sa.Row]) -> CallStatus | None:
@@ -136,82 +155,116 @@ def settle_calls(
         if status is None or not status.terminal:
             counts.still_open += 1
             continue
-        outcome, redialed = _apply_outcome(ledger_engine, row, status, config, now)
+        outcome, redialed = apply_outcome(ledger_engine, row, status, config, now)
         counts.settled += 1
         counts.redials += redialed
         counts.outcomes[outcome] = counts.outcomes.get(outcome, 0) + 1
     return counts
 
 
-def _apply_outcome(
+class Settlement(StrEnum):
+    """What a call's end does to its ledger row."""
+
+    COMPLETE = "complete"  # answered: the notice is delivered
+    REDIAL = "redial"  # another attempt of the same row, after the policy's wait
+    FAIL = "fail"  # unanswered and no attempt left
+
+
+def settlement_of(
+    status: CallStatus, outcome: Outcome, attempt: int, policy: RedialPolicy | None
+) -> Settlement:
+    """The redial policy applied to one ended call attempt."""
+    if status.state == CallState.COMPLETED:
+        return Settlement.COMPLETE
+    if policy is not None and outcome in policy.on and attempt < policy.max_attempts:
+        return Settlement.REDIAL
+    return Settlement.FAIL
+
+
+def _end_attempt(
+    conn: sa.Connection, row: sa.Row, status: CallStatus, outcome: Outcome, ended: dt.datetime
+) -> None:
+    attempts = schema.call_attempts
+    conn.execute(
+        attempts.update()
+        .where(
+            attempts.c.ledger_id == row.id,
+            attempts.c.attempt == row.attempt,
+            attempts.c.outcome.is_(None),
+        )
+        .values(
+            outcome=outcome,
+            key_pressed=status.key_pressed,
+            answered_by=status.answered_by,
+            ended_at=ended,
+        )
+    )
+
+
+def _settle_row(
+    conn: sa.Connection,
+    row: sa.Row,
+    settlement: Settlement,
+    status: CallStatus,
+    outcome: Outcome,
+    ended: dt.datetime,
+    policy: RedialPolicy | None,
+) -> bool:
+    """Move the row out of ``dialed``; False if another pass already did."""
+    if settlement is Settlement.REDIAL:
+        assert policy is not None
+        return ledger.transition(
+            conn,
+            row.id,
+            LedgerState.SYNTHESIZED,
+            from_states=[LedgerState.DIALED],
+            attempt=row.attempt + 1,
+            next_attempt_at=ended + dt.timedelta(minutes=policy.after_minutes),
+            outcome=outcome,
+            reason_code=outcome,
+            idempotency_key=None,
+            call_id=None,
+        )
+    if settlement is Settlement.COMPLETE:
+        return ledger.transition(
+            conn,
+            row.id,
+            LedgerState.COMPLETED,
+            from_states=[LedgerState.DIALED],
+            outcome=outcome,
+            key_pressed=status.key_pressed,
+            answered_by=status.answered_by,
+            reason_code=None,
+            ended_at=ended,
+        )
+    return ledger.transition(
+        conn,
+        row.id,
+        LedgerState.FAILED,
+        from_states=[LedgerState.DIALED],
+        outcome=outcome,
+        reason_code=outcome,
+        answered_by=status.answered_by,
+        ended_at=ended,
+    )
+
+
+def apply_outcome(
     engine: sa.Engine,
     row: sa.Row,
     status: CallStatus,
     config: CampaignConfig,
     now: dt.datetime,
-) -> tuple[str, bool]:
+) -> tuple[Outcome, bool]:
     """Record a call's end; returns the outcome and whether a redial was scheduled."""
     outcome = outcome_of(status, config.confirm_key, config.optout_key)
     ended = now.astimezone(dt.UTC).replace(tzinfo=None)
     type_config = config.notice_types.get(row.notice_type)
     policy = type_config.redial if type_config else None
-    redial = (
-        status.state != CallState.COMPLETED
-        and policy is not None
-        and outcome in policy.on
-        and row.attempt < policy.max_attempts
-    )
+    settlement = settlement_of(status, outcome, row.attempt, policy)
     with engine.begin() as conn:
-        conn.execute(
-            schema.call_attempts.update()
-            .where(
-                schema.call_attempts.c.ledger_id == row.id,
-                schema.call_attempts.c.attempt == row.attempt,
-                schema.call_attempts.c.outcome.is_(None),
-            )
-            .values(
-                outcome=outcome,
-                key_pressed=status.key_pressed,
-                answered_by=status.answered_by,
-                ended_at=ended,
-            )
-        )
-        if redial:
-            moved = ledger.transition(
-                conn,
-                row.id,
-                LedgerState.SYNTHESIZED,
-                from_states=[LedgerState.DIALED],
-                attempt=row.attempt + 1,
-                next_attempt_at=ended + dt.timedelta(minutes=policy.after_minutes),
-                outcome=outcome,
-                reason_code=outcome,
-                idempotency_key=None,
-                call_id=None,
-            )
-        elif status.state == CallState.COMPLETED:
-            moved = ledger.transition(
-                conn,
-                row.id,
-                LedgerState.COMPLETED,
-                from_states=[LedgerState.DIALED],
-                outcome=outcome,
-                key_pressed=status.key_pressed,
-                answered_by=status.answered_by,
-                reason_code=None,
-                ended_at=ended,
-            )
-        else:
-            moved = ledger.transition(
-                conn,
-                row.id,
-                LedgerState.FAILED,
-                from_states=[LedgerState.DIALED],
-                outcome=outcome,
-                reason_code=outcome,
-                answered_by=status.answered_by,
-                ended_at=ended,
-            )
+        _end_attempt(conn, row, status, outcome, ended)
+        moved = _settle_row(conn, row, settlement, status, outcome, ended, policy)
     if moved:
         log.info(
             "notice %s: call %s (attempt %s) ended outcome=%s%s",
@@ -219,161 +272,6 @@ def _apply_outcome(
             row.call_id,
             row.attempt,
             outcome,
-            " redial scheduled" if redial else "",
+            " redial scheduled" if settlement is Settlement.REDIAL else "",
         )
-    return outcome, redial
-
-
-# Ledger state -> the CRM notice status it settles to.
-_NOTICE_STATUS = {
-    LedgerState.COMPLETED: "delivered",
-    LedgerState.FAILED: "undelivered",
-    LedgerState.SKIPPED: "skipped",
-}
-
-
-@dataclass(frozen=True)
-class WriteBack:
-    attempts: list[dict]
-    statuses: list[dict]
-    opt_outs: list[dict]
-
-
-def build_write_back(
-    rows: Sequence[sa.Row], attempts: Sequence[sa.Row], optout_outcome: str = "opted_out"
-) -> WriteBack:
-    """The CRM rows that the ledger rows and ended call attempts imply."""
-    attempt_rows = [
-        {
-            "notice_id": a.notice_id,
-            "campaign_date": a.campaign_date,
-            "attempt_no": a.attempt,
-            "call_id": a.call_id,
-            "outcome": a.outcome,
-            "key_pressed": a.key_pressed,
-            "audio_key": a.audio_key,
-            "dialed_at": a.dialed_at,
-            "ended_at": a.ended_at,
-        }
-        for a in attempts
-        if a.outcome is not None
-    ]
-    opt_outs = [{"notice_id": a.notice_id} for a in attempts if a.outcome == optout_outcome]
-    statuses = []
-    for row in rows:
-        state = LedgerState(row.state)
-        if not state.terminal or row.reason_code == reasons.ALREADY_CONTACTED:
-            continue  # the date that holds the claim writes this notice's status
-        statuses.append(
-            {
-                "notice_id": row.notice_id,
-                "status": _NOTICE_STATUS[state],
-                "status_reason": row.outcome if state == LedgerState.COMPLETED else row.reason_code,
-                "status_updated_at": row.updated_at,
-            }
-        )
-    return WriteBack(attempt_rows, statuses, opt_outs)
-
-
-def load_write_back(conn: sa.Connection, dates: Iterable[dt.date]) -> WriteBack:
-    """The write-back of the given campaign dates, from the ledger database."""
-    wanted = sorted(set(dates))
-    rows = list(
-        conn.execute(
-            sa.select(schema.dispatch_ledger).where(
-                schema.dispatch_ledger.c.campaign_date.in_(wanted)
-            )
-        )
-    )
-    attempts = list(
-        conn.execute(
-            sa.select(schema.call_attempts).where(schema.call_attempts.c.campaign_date.in_(wanted))
-        )
-    )
-    return build_write_back(rows, attempts)
-
-
-_stage = sa.MetaData()
-# Staging tables for the write-back: rows go in as multi-row INSERTs, then one
-# set-based statement per SQL file merges them into the CRM's own tables.
-_STAGES = {
-    "attempts": sa.Table(
-        "vn_stage_contact_attempts",
-        _stage,
-        sa.Column("notice_id", sa.Integer),
-        sa.Column("campaign_date", sa.Date),
-        sa.Column("attempt_no", sa.Integer),
-        sa.Column("call_id", sa.String(64)),
-        sa.Column("outcome", sa.String(32)),
-        sa.Column("key_pressed", sa.String(4)),
-        sa.Column("audio_key", sa.String(255)),
-        sa.Column("dialed_at", sa.DateTime),
-        sa.Column("ended_at", sa.DateTime),
-        prefixes=["TEMPORARY"],
-    ),
-    "statuses": sa.Table(
-        "vn_stage_notice_status",
-        _stage,
-        sa.Column("notice_id", sa.Integer),
-        sa.Column("status", sa.String(16)),
-        sa.Column("status_reason", sa.String(64)),
-        sa.Column("status_updated_at", sa.DateTime),
-        prefixes=["TEMPORARY"],
-    ),
-    "opt_outs": sa.Table(
-        "vn_stage_opt_outs", _stage, sa.Column("notice_id", sa.Integer), prefixes=["TEMPORARY"]
-    ),
-}
-_MERGES = {
-    "attempts": "merge_contact_attempts",
-    "statuses": "apply_notice_status",
-    "opt_outs": "apply_opt_outs",
-}
-
-
-def _drop_stage(conn: sa.Connection, table: sa.Table) -> None:
-    dialect = conn.dialect.name
-    if dialect in ("mysql", "mariadb"):
-        conn.execute(sa.text(f"DROP TEMPORARY TABLE IF EXISTS {table.name}"))
-    elif dialect == "postgresql":
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{table.name}"))
-    else:
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS temp.{table.name}"))
-
-
-def _load_stage(conn: sa.Connection, stage: sa.Table, rows: Sequence[dict]) -> None:
-    """Fill a staging table: PostgreSQL's COPY where available, multi-row INSERTs elsewhere."""
-    if conn.dialect.name != "postgresql":
-        conn.execute(stage.insert(), rows)
-        return
-    columns = [c.name for c in stage.columns]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for row in rows:
-        # CSV NULL is an unquoted empty field; real strings here are never empty.
-        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
-    buffer.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(
-            f"COPY {stage.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer
-        )
-    finally:
-        cursor.close()
-
-
-def write_back(crm_engine: sa.Engine, plan: WriteBack) -> dict[str, int]:
-    """Apply the write-back in one transaction: stage the rows, then merge set-based."""
-    dialect = crm_engine.dialect.name
-    batches = {"attempts": plan.attempts, "statuses": plan.statuses, "opt_outs": plan.opt_outs}
-    with crm_engine.begin() as conn:
-        for name, rows in batches.items():
-            if not rows:
-                continue
-            stage = _STAGES[name]
-            _drop_stage(conn, stage)  # a pooled session may hold one from a failed run
-            stage.create(conn)
-            _load_stage(conn, stage, rows)
-            conn.execute(load_sql(_MERGES[name], dialect))
-            _drop_stage(conn, stage)
-    return {name: len(rows) for name, rows in batches.items()}
+    return outcome, settlement is Settlement.REDIAL

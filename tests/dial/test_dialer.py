@@ -9,15 +9,17 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tests.crm_rows import seed_customers, synthesized_rows
-from voice_notify import ledger, reasons
+from tests.support.crm_rows import seed_customers, synthesized_rows
+from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.dial import dialer as dispatch
+from voice_notify.dial import ratelimit
 from voice_notify.gateway.base import CallEvent, CallState, CallStatus
 from voice_notify.gateway.http import SimulatorGateway
 from voice_notify.plan import compliance
 from voice_notify.plan.campaigns import CallingHours, Caps, load_campaign_config
-from voice_notify.settle import intake
+from voice_notify.reasons import Reason
+from voice_notify.settle import intake, writeback
 from voice_notify.settle import outcomes as reconcile
 from voice_notify_dev import demo_crm
 from voice_notify_dev.simulator import start_simulator
@@ -44,7 +46,7 @@ def _ctx(gateway, audio_url, hours: CallingHours = ALL_DAY, now=NOON_UTC, config
         audio_url=audio_url,
         config=replace(config, calling_hours=hours),
         now=lambda: now,
-        rate_limiter=dispatch.RateLimiter(200),
+        rate_limiter=ratelimit.RateLimiter(200),
     )
 
 
@@ -82,7 +84,7 @@ def test_each_notice_is_called_once_across_retries_and_dates(db_engine, simulato
     later = DAY + dt.timedelta(days=1)
     other = _synthesized(db_engine, [1, 2, 3], later)
     blocked = dispatch.dial_rows(db_engine, db_engine, other, _ctx(gateway, audio_url))
-    assert blocked.reasons == {reasons.ALREADY_CONTACTED: 3}
+    assert blocked.reasons == {Reason.ALREADY_CONTACTED: 3}
     keys = [c["idempotency_key"] for c in _calls(simulator)]
     assert sorted(keys) == sorted(dispatch.idempotency_key(i, DAY, 1) for i in (1, 2, 3))
     with db_engine.connect() as conn:
@@ -123,11 +125,11 @@ def test_dial_time_checks(db_engine, simulator, audio_url):
     night = CallingHours(start=dt.time(20), end=dt.time(21))
     counts = dispatch.dial_rows(db_engine, db_engine, rows, _ctx(gateway, audio_url, hours=night))
     assert counts.reasons == {
-        reasons.OPTED_OUT_BEFORE_DIAL: 1,
-        reasons.INVALID_PHONE: 1,
-        reasons.NOTICE_NO_LONGER_DUE: 1,
-        reasons.ON_DO_NOT_CALL: 1,
-        reasons.OUTSIDE_CALLING_HOURS: 1,
+        Reason.OPTED_OUT_BEFORE_DIAL: 1,
+        Reason.INVALID_PHONE: 1,
+        Reason.NOTICE_NO_LONGER_DUE: 1,
+        Reason.ON_DO_NOT_CALL: 1,
+        Reason.OUTSIDE_CALLING_HOURS: 1,
     }
     assert counts.waiting == 1 and counts.dialed == 0
     assert _calls(simulator) == []
@@ -162,7 +164,7 @@ def test_caps_hold_a_second_call_to_the_same_customer(db_engine, simulator, audi
         rows = ledger.rows_for_date(conn, DAY)
     config = replace(DEMO_CONFIG, caps=Caps(per_minute=1, per_hour=5))
     counts = dispatch.dial_rows(db_engine, db_engine, rows, _ctx(gateway, audio_url, config=config))
-    assert counts.dialed == 1 and counts.reasons == {reasons.CAP_REACHED: 1}
+    assert counts.dialed == 1 and counts.reasons == {Reason.CAP_REACHED: 1}
     waiting = next(r for r in _rows(db_engine).values() if r.state == "synthesized")
     assert waiting.next_attempt_at == dt.datetime(2026, 11, 26, 4, 1)
 
@@ -196,7 +198,7 @@ def test_a_stuck_call_the_gateway_never_saw_is_rechecked_before_resending(
     counts = dispatch.dial_rows(
         db_engine, db_engine, stuck, _ctx(gateway, audio_url, now=RETRY_LATER)
     )
-    assert counts.dialed == 1 and counts.reasons == {reasons.OPTED_OUT_BEFORE_DIAL: 1}
+    assert counts.dialed == 1 and counts.reasons == {Reason.OPTED_OUT_BEFORE_DIAL: 1}
     assert [c["metadata"]["notice_id"] for c in _calls(simulator)] == ["2"]
     assert _calls(simulator)[0]["idempotency_key"] == dispatch.idempotency_key(2, DAY, 1)
 
@@ -216,9 +218,9 @@ def test_reconcile_settles_calls_and_writes_back(db_engine, simulator, audio_url
     counts = _settle_all(db_engine, gateway, config=no_redials)
     assert counts.still_open == 0 and counts.redials == 0
     with db_engine.connect() as conn:
-        plan = reconcile.load_write_back(conn, [DAY])
-    assert reconcile.write_back(db_engine, plan)["attempts"] == 6
-    assert reconcile.write_back(db_engine, plan)["attempts"] == 6  # a re-run upserts
+        plan = writeback.load_write_back(conn, [DAY])
+    assert writeback.write_back(db_engine, plan)["attempts"] == 6
+    assert writeback.write_back(db_engine, plan)["attempts"] == 6  # a re-run upserts
     with db_engine.connect() as conn:
         attempts = conn.execute(sa.select(demo_crm.contact_attempts)).all()
         notices = {r.id: r for r in conn.execute(sa.select(demo_crm.notices))}
@@ -251,7 +253,7 @@ def test_busy_calls_are_redialled_with_a_new_key_up_to_the_limit(db_engine, tmp_
         held = dispatch.dial_rows(
             db_engine, db_engine, [row], _ctx(gateway, audio_url, config=capped)
         )
-        assert held.reasons == {reasons.CAP_REACHED: 1}
+        assert held.reasons == {Reason.CAP_REACHED: 1}
         later = NOON_UTC + dt.timedelta(minutes=2)
         row = _rows(db_engine)[1]
         redial = dispatch.dial_rows(
@@ -267,8 +269,8 @@ def test_busy_calls_are_redialled_with_a_new_key_up_to_the_limit(db_engine, tmp_
             dispatch.idempotency_key(1, DAY, 2),
         ]
     with db_engine.connect() as conn:
-        plan = reconcile.load_write_back(conn, [DAY])
-    reconcile.write_back(db_engine, plan)
+        plan = writeback.load_write_back(conn, [DAY])
+    writeback.write_back(db_engine, plan)
     with db_engine.connect() as conn:
         attempts = conn.execute(
             sa.select(demo_crm.contact_attempts).order_by(demo_crm.contact_attempts.c.attempt_no)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.test_dispatch import DAY, _calls, _crm, _ctx, _rows, _synthesized
+from tests.dial.test_dialer import DAY, _calls, _crm, _ctx, _rows, _synthesized
 from voice_notify.dial import dialer as dispatch
 from voice_notify.gateway.http import SimulatorGateway
 from voice_notify.gateway.twilio import TwilioGateway
@@ -49,7 +49,7 @@ ctx = dispatch.DialContext(
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600),
     config=config,
     now=lambda: dt.datetime.now(dt.UTC),  # Twilio's call log is searched by real time
-    rate_limiter=dispatch.RateLimiter(100),
+    rate_limiter=ratelimit.RateLimiter(100),
 )
 engine = sa.create_engine(db_url)
 with engine.connect() as conn:

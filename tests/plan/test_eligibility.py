@@ -8,11 +8,13 @@ import pytest
 import sqlalchemy as sa
 
 from synthesis.text import NoticeComposer, Segment
-from voice_notify import ledger, reasons
+from voice_notify import ledger
 from voice_notify.db import migrate
 from voice_notify.ledger import LedgerState
+from voice_notify.plan import batches
 from voice_notify.plan import eligibility as planning
 from voice_notify.plan.campaigns import load_campaign_config
+from voice_notify.reasons import Reason
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
 DAY = dt.date(2026, 11, 26)
@@ -61,12 +63,12 @@ def test_an_eligible_notice_is_planned_with_speech_segments(composer, config) ->
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"voice_opt_out": True}, reasons.OPTED_OUT),
-        ({"phone": "138-1234-56"}, reasons.INVALID_PHONE),
-        ({"phone": None}, reasons.INVALID_PHONE),
-        ({"notice_type": "loan_offer"}, reasons.UNKNOWN_NOTICE_TYPE),
-        ({"notice_type": None}, reasons.UNKNOWN_NOTICE_TYPE),
-        ({"variables": "{not json"}, reasons.INVALID_VARIABLES_JSON),
+        ({"voice_opt_out": True}, Reason.OPTED_OUT),
+        ({"phone": "138-1234-56"}, Reason.INVALID_PHONE),
+        ({"phone": None}, Reason.INVALID_PHONE),
+        ({"notice_type": "loan_offer"}, Reason.UNKNOWN_NOTICE_TYPE),
+        ({"notice_type": None}, Reason.UNKNOWN_NOTICE_TYPE),
+        ({"variables": "{not json"}, Reason.INVALID_VARIABLES_JSON),
         (
             {"variables": json.dumps({"due_date": "2026-11-26", "card_tail": "1"})},
             "missing_variable",
@@ -117,7 +119,7 @@ def test_a_replan_keeps_decisions_and_skips_newly_ineligible_rows(
     migrate.upgrade(engine)
     first = [planning.decide(_notice(i), composer, config) for i in (1, 2, 3)]
     with engine.begin() as conn:
-        waiting = planning.record_decisions(conn, first, DAY)
+        waiting = batches.record_decisions(conn, first, DAY)
         assert [r.notice_id for r in waiting] == [1, 2, 3]
         ledger.transition(conn, waiting[0].id, LedgerState.SYNTHESIZED, audio_key="a")
     # Notice 2's customer opted out before the re-run.
@@ -127,12 +129,12 @@ def test_a_replan_keeps_decisions_and_skips_newly_ineligible_rows(
         planning.decide(_notice(3), composer, config),
     ]
     with engine.begin() as conn:
-        waiting = planning.record_decisions(conn, second, DAY)
+        waiting = batches.record_decisions(conn, second, DAY)
         assert [r.notice_id for r in waiting] == [3]
         states = {r.notice_id: (r.state, r.reason_code) for r in ledger.rows_for_date(conn, DAY)}
     assert states == {
         1: ("synthesized", None),
-        2: ("skipped", reasons.OPTED_OUT),
+        2: ("skipped", Reason.OPTED_OUT),
         3: ("planned", None),
     }
 
@@ -142,15 +144,15 @@ def test_batches_are_deterministic_and_bounded(tmp_path, composer, config) -> No
     migrate.upgrade(engine)
     decisions = [planning.decide(_notice(i), composer, config) for i in range(1, 8)]
     with engine.begin() as conn:
-        waiting = planning.record_decisions(conn, decisions, DAY)
-    items = planning.batch_items(waiting, {d.notice_id: d for d in decisions}, DAY)
-    batches = planning.chunk(items, 3)
-    assert [len(b) for b in batches] == [3, 3, 1]
-    again = planning.batch_items(waiting, {d.notice_id: d for d in decisions}, DAY)
+        waiting = batches.record_decisions(conn, decisions, DAY)
+    items = batches.batch_items(waiting, {d.notice_id: d for d in decisions}, DAY)
+    chunks = batches.chunk(items, 3)
+    assert [len(b) for b in chunks] == [3, 3, 1]
+    again = batches.batch_items(waiting, {d.notice_id: d for d in decisions}, DAY)
     assert [i.to_json() for i in again] == [i.to_json() for i in items]
     assert len({i.seed for i in items}) == len(items)
     with pytest.raises(ValueError):
-        planning.chunk(items, 0)
+        batches.chunk(items, 0)
 
 
 def test_a_consent_basis_needs_the_customers_consent(composer, config) -> None:
@@ -166,7 +168,7 @@ def test_a_consent_basis_needs_the_customers_consent(composer, config) -> None:
         },
     )
     refused = planning.decide(_notice(), composer, consent_based)
-    assert refused.reason_code == reasons.NO_CUSTOMER_CONSENT
+    assert refused.reason_code == Reason.NO_CUSTOMER_CONSENT
     assert planning.decide(_notice(voice_consent=True), composer, consent_based).planned
     assert planning.decide(_notice(), composer, config).planned  # basis: contract
 

@@ -24,13 +24,15 @@ import sqlalchemy as sa
 from voice_notify import ledger
 from voice_notify.db import migrate, schema
 from voice_notify.dial import dialer as dispatch
+from voice_notify.dial import ratelimit
 from voice_notify.gateway.base import CallRequest, CallState, CallStatus
 from voice_notify.ledger import LedgerState
-from voice_notify.plan import compliance
+from voice_notify.plan import batches, compliance, voices
 from voice_notify.plan import eligibility as planning
 from voice_notify.plan.campaigns import load_campaign_config
 from voice_notify.report import audit
 from voice_notify.settle import outcomes as reconcile
+from voice_notify.settle import writeback
 from voice_notify.voices import registry as voice_profiles
 from voice_notify_dev import demo_crm
 
@@ -175,8 +177,8 @@ def _populate(engine: sa.Engine, rng: random.Random) -> dict[int, dict]:
         conn.execute(demo_crm.notices.insert(), notices)
         _voices(conn, rng)
         book = voice_profiles.load_consent_book(conn)
-        decisions = planning.assign_voices(decisions, book, CONFIG, DAY)
-        waiting = planning.record_decisions(conn, decisions, DAY)
+        decisions = voices.assign_voices(decisions, book, CONFIG, DAY)
+        waiting = batches.record_decisions(conn, decisions, DAY)
         by_notice = {d.notice_id: d for d in decisions}
         for row in waiting:
             audit.record_voice_choice(
@@ -214,7 +216,7 @@ def test_two_days_of_dialing_never_break_the_rules(tmp_path: Path) -> None:
             audio_url=lambda key: f"https://audio.example/{key}",
             config=CONFIG,
             now=lambda now=now: now,
-            rate_limiter=dispatch.RateLimiter(0),
+            rate_limiter=ratelimit.RateLimiter(0),
         )
         with engine.connect() as conn:
             due = [
@@ -225,13 +227,13 @@ def test_two_days_of_dialing_never_break_the_rules(tmp_path: Path) -> None:
         dispatch.dial_rows(engine, engine, due, ctx)
         reconcile.settle_calls(engine, [DAY], gateway, CONFIG, now)
         with engine.connect() as conn:
-            plan = reconcile.load_write_back(conn, [DAY])
+            plan = writeback.load_write_back(conn, [DAY])
         # Opt-outs reach the CRM between passes (the full write-back runs at the end).
-        reconcile.write_back(engine, reconcile.WriteBack([], [], plan.opt_outs))
+        writeback.write_back(engine, writeback.WriteBack([], [], plan.opt_outs))
         for opt_out in plan.opt_outs:
             opted_out_at.setdefault(owner_of[opt_out["notice_id"]], now)
     with engine.connect() as conn:
-        reconcile.write_back(engine, reconcile.load_write_back(conn, [DAY]))
+        writeback.write_back(engine, writeback.load_write_back(conn, [DAY]))
 
     calls = gateway.calls
     assert len(calls) > 5_000, "the simulation should place many calls"

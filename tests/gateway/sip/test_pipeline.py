@@ -20,16 +20,18 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.crm_rows import seed_customers, synthesized_rows
-from tests.sip.conftest import needs_baresip
+from tests.gateway.sip.conftest import needs_baresip
+from tests.support.crm_rows import seed_customers, synthesized_rows
 from tests.text.samples import INCLUDE
 from voice_notify import ledger
 from voice_notify.db.sql import make_engine
 from voice_notify.dial import dialer as dispatch
+from voice_notify.dial import ratelimit
 from voice_notify.gateway.base import CallRequest, CallState
 from voice_notify.gateway.sip.gateway import SipGateway, SipSettings
 from voice_notify.plan.campaigns import CallingHours, load_campaign_config
 from voice_notify.settle import outcomes as reconcile
+from voice_notify.settle import writeback
 from voice_notify_dev import demo_crm
 
 pytestmark = [pytest.mark.integration, needs_baresip]
@@ -72,7 +74,7 @@ def test_an_opt_out_key_reaches_the_crm(crm, callee, make_gateway, audio_server,
         audio_url=lambda key: url,
         config=NO_REDIALS,
         now=lambda: NOON_UTC,
-        rate_limiter=dispatch.RateLimiter(50),
+        rate_limiter=ratelimit.RateLimiter(50),
     )
     with crm.connect() as conn:
         rows = ledger.rows_for_date(conn, DAY)
@@ -84,8 +86,8 @@ def test_an_opt_out_key_reaches_the_crm(crm, callee, make_gateway, audio_server,
             break
         time.sleep(0.2)
     with crm.connect() as conn:
-        plan = reconcile.load_write_back(conn, [DAY])
-    reconcile.write_back(crm, plan)
+        plan = writeback.load_write_back(conn, [DAY])
+    writeback.write_back(crm, plan)
 
     rows = _rows(crm)
     assert {n: r.outcome for n, r in rows.items()} == {

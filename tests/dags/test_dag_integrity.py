@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-DAGS = Path(__file__).resolve().parents[1] / "dags"
+DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py"))
 # Generous: a DAG file that imports torch or pandas at module level takes seconds.
 PARSE_BUDGET_S = 2.0

@@ -1,0 +1,1 @@
+"""Alembic migrations of the ledger database (``voice-notify-db upgrade``)."""
