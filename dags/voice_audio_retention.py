@@ -6,7 +6,8 @@ import datetime as dt
 
 from airflow.sdk import dag, get_current_context, task
 
-from voice_notify.settings import get_settings, task_defaults
+from voice_notify.airflow.defaults import campaign_date_of, task_defaults
+from voice_notify.settings import get_settings
 
 DOC = """
 ### Audio retention
@@ -32,6 +33,8 @@ never from the clock, and what is gone is not listed again.
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    # Unpaused from the start: audio past its retention must go without anyone's step.
+    is_paused_upon_creation=False,
     doc_md=DOC,
     tags=["voice-notify", "privacy", "retention"],
     default_args=task_defaults(),
@@ -41,8 +44,7 @@ def voice_audio_retention():
     def purge_audio() -> dict:
         from voice_notify.airflow import tasks
 
-        logical = get_current_context()["logical_date"]
-        return tasks.purge_audio(dt.date(logical.year, logical.month, logical.day))
+        return tasks.purge_audio(campaign_date_of(get_current_context()))
 
     purge_audio()
 

@@ -6,8 +6,9 @@ import datetime as dt
 
 from airflow.sdk import dag, get_current_context, task
 
+from voice_notify.airflow.defaults import task_defaults
 from voice_notify.airflow.sensors import CallOutcomesSensor
-from voice_notify.settings import get_settings, task_defaults
+from voice_notify.settings import get_settings
 
 DOC = """
 ### Reconcile voice notices
@@ -30,7 +31,9 @@ Safe to run at any time and any number of times: it works from the ledger.
 def _dates() -> list[dt.date]:
     from voice_notify.airflow import tasks as pipeline
 
-    end = get_current_context()["data_interval_end"]
+    context = get_current_context()
+    # The end of the hour it looks after; a manual trigger: the time it runs.
+    end = context.get("data_interval_end") or context["dag_run"].run_after
     return pipeline.recent_dates(dt.date(end.year, end.month, end.day))
 
 
@@ -40,6 +43,8 @@ def _dates() -> list[dt.date]:
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    # Unpaused from the start: it settles what a clear or a slow network left open.
+    is_paused_upon_creation=False,
     doc_md=DOC,
     tags=["voice-notify", "reconcile"],
     default_args=task_defaults(),

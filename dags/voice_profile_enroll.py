@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from voice_notify.settings import task_defaults
+from voice_notify.airflow.defaults import task_defaults
 
 DOC = """
 ### Enroll a voice profile
@@ -40,6 +40,9 @@ params are needed when the profile has no consent yet. Revoke a consent with
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
+    # Unpaused: it only runs when triggered with a recording, and a paused DAG's
+    # triggered runs would wait forever.
+    is_paused_upon_creation=False,
     doc_md=DOC,
     tags=["voice-notify", "voice-profiles", "compliance"],
     default_args=task_defaults(),

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from voice_notify import ledger
 from voice_notify.db import schema
+from voice_notify.db.sql import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _record(
         for o in batch
     ]
     with engine.begin() as conn:
-        stmt = ledger.insert_ignoring_duplicates(
+        stmt = insert_ignoring_duplicates(
             conn, schema.audio_deletions, ("object_key", "last_modified")
         )
         conn.execute(stmt, rows)

@@ -6,13 +6,11 @@ Airflow Connections named by the ``*_CONN_ID`` settings.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,13 +129,3 @@ def get_settings() -> Settings:
         audio_retention_days=int(env("VOICE_NOTIFY_AUDIO_RETENTION_DAYS", "90")),
         retention_schedule=_schedule(env("VOICE_NOTIFY_RETENTION_SCHEDULE", "30 3 * * *")),
     )
-
-
-def task_defaults() -> dict[str, Any]:
-    """``default_args`` of every voice-notify DAG: the owner and the retry policy."""
-    settings = get_settings()
-    return {
-        "owner": "voice-notify",
-        "retries": settings.task_retries,
-        "retry_delay": dt.timedelta(seconds=settings.retry_delay_s),
-    }

@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 import boto3, sqlalchemy as sa
 from voice_notify.dial import dialer as dispatch
+from voice_notify.dial import ratelimit
 from voice_notify.plan.campaigns import CallingHours, load_campaign_config
 from voice_notify.gateway.http import SimulatorGateway
 from voice_notify.gateway.twilio import TwilioGateway
@@ -101,7 +102,8 @@ def test_a_killed_dialer_never_calls_twice(
     ) as slow:
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, db_url, slow.url, s3_bucket, str(include), kind],
-            env=dict(os.environ),
+            # This checkout's code, whatever the venv's editable install points at.
+            env=dict(os.environ, PYTHONPATH=f"{include.parent / 'plugins'}:{include.parent}"),
         )
         _wait_for_state(engine, "dialing", 30)
         time.sleep(0.5)  # the request is at the gateway, which holds it

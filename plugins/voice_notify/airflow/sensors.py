@@ -8,6 +8,8 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator
 
+from voice_notify.airflow.defaults import campaign_date_of
+
 log = logging.getLogger(__name__)
 
 
@@ -21,7 +23,8 @@ class CallOutcomesSensor(BaseSensorOperator):
     and succeeds: calls still open stay ``dialed`` and ``voice_notice_reconcile``
     settles them later; a campaign is never failed for a slow phone network.
 
-    :param campaign_dates: comma-separated ISO dates (templated)
+    :param campaign_dates: comma-separated ISO dates (templated); None: the run's own
+        campaign date (its logical date, else the day it runs)
     :param max_wait_s: seconds to wait in all
     :param poll_interval_s: seconds between checks
     """
@@ -31,7 +34,7 @@ class CallOutcomesSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        campaign_dates: str,
+        campaign_dates: str | None = None,
         max_wait_s: float = 3600,
         poll_interval_s: float = 30,
         deferrable: bool = True,
@@ -43,7 +46,9 @@ class CallOutcomesSensor(BaseSensorOperator):
         self.poll_interval_s = poll_interval_s
         self.deferrable = deferrable
 
-    def _dates(self) -> list[dt.date]:
+    def _dates(self, context: Any) -> list[dt.date]:
+        if self.campaign_dates is None:
+            return [campaign_date_of(context)]
         return [
             dt.date.fromisoformat(d.strip()) for d in self.campaign_dates.split(",") if d.strip()
         ]
@@ -51,7 +56,7 @@ class CallOutcomesSensor(BaseSensorOperator):
     def poke(self, context: Any) -> bool:
         from voice_notify.airflow import tasks as pipeline
 
-        counts = pipeline.settle(self._dates())
+        counts = pipeline.settle(self._dates(context))
         log.info("calls: %s", counts)
         return counts["still_open"] == 0
 

@@ -189,7 +189,10 @@ def _dial_context():
         audio_url=storage.presigned_audio_url,
         config=campaign_config(),
         now=_now,
-        rate_limiter=ratelimit.RateLimiter(settings.calls_per_second),
+        # Shared by every dial task on every worker: the rate is the gateway's.
+        rate_limiter=ratelimit.SharedRateLimiter(
+            _ledger_engine(), settings.gateway_conn_id, settings.calls_per_second
+        ),
         status_callback_url=settings.status_callback_url,
     )
 
@@ -215,7 +218,12 @@ def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool
         return {"synthesized": synthesis.synthesized, "dialed": 0, "dry_run": True}
     with engine.connect() as conn:
         rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
-    counts = dialer.dial_rows(engine, hooks.engine_for(settings.crm_conn_id), rows, _dial_context())
+    # The batch's first attempts only: a cleared or retried dial places what its first
+    # run could not, never a redial (those are voice_notice_reconcile's, at their time).
+    first_attempts = [r for r in rows if r.attempt == 1]
+    counts = dialer.dial_rows(
+        engine, hooks.engine_for(settings.crm_conn_id), first_attempts, _dial_context()
+    )
     counts.synthesized, counts.synthesis_failed = synthesis.synthesized, synthesis.synthesis_failed
     _raise_for_retry(counts)
     return counts.as_dict()

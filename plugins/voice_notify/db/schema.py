@@ -6,7 +6,8 @@ CRM's own database). Nothing creates them at run time: ``voice-notify-db upgrade
 change here goes with a new migration there.
 
 - the dispatch ledger and what exactly-once dialing rests on: ``dispatch_ledger``,
-  ``notice_dial_claims``, ``call_attempts``, ``call_events``, ``do_not_call``;
+  ``notice_dial_claims``, ``call_attempts``, ``call_events``, ``do_not_call``, and the
+  cross-worker pacing and per-customer locks (``gateway_pacing``, ``customer_dial_locks``);
 - the voice registry: ``voice_profiles``, ``voice_consents``, ``voice_enrollments``;
 - the audit: ``notice_voice_audit`` and the view ``notice_audit`` over them all;
 - retention: ``audio_deletions``.
@@ -115,6 +116,27 @@ do_not_call = sa.Table(
     sa.Column("phone_e164", sa.String(20), primary_key=True),
     sa.Column("reason", sa.String(64), nullable=False),
     sa.Column("added_at", sa.DateTime, nullable=False),
+)
+
+
+# One row per gateway: the start time (epoch seconds, UTC) of the next free call slot.
+# Every dial task on every worker reserves its slot here, so the call rate holds across
+# all of them (``voice_notify.dial.ratelimit.SharedRateLimiter``).
+gateway_pacing = sa.Table(
+    "gateway_pacing",
+    metadata,
+    sa.Column("gateway", sa.String(64), primary_key=True),
+    sa.Column("next_slot_at", sa.Double, nullable=False),  # DOUBLE: epoch seconds to the µs
+)
+
+# One row per customer ever dialled: the lock a dial takes while it checks the
+# customer's caps, opt-out and do-not-call and records the attempt, so parallel dial
+# tasks see each other's attempts (``voice_notify.dial.dialer``).
+customer_dial_locks = sa.Table(
+    "customer_dial_locks",
+    metadata,
+    sa.Column("customer_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("locked_at", sa.DateTime, nullable=False),
 )
 
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.db.sql import load_sql
-from voice_notify.dial.ratelimit import RateLimiter
+from voice_notify.dial.ratelimit import CallPacer
 from voice_notify.gateway.base import (
     CallRequest,
     CallStatus,
@@ -98,7 +98,7 @@ class DialContext:
     audio_url: Callable[[str], str]
     config: CampaignConfig
     now: Callable[[], dt.datetime]
-    rate_limiter: RateLimiter
+    rate_limiter: CallPacer
     ring_timeout_s: int = 30
     status_callback_url: str | None = None
     # A row in ``dialing`` younger than this may still be in another worker's
@@ -143,6 +143,7 @@ class _Dialer:
             self.claimed_elsewhere = ledger.notices_claimed_by_others(
                 conn, {r.notice_id: r.id for r in rows}
             )
+        compliance.ensure_customer_locks(self.engine, [r.customer_id for r in rows])
         for row in rows:
             contact, number = contacts.get(row.notice_id), numbers.get(row.notice_id)
             if row.state == LedgerState.DIALING:
@@ -204,6 +205,12 @@ class _Dialer:
         key = idempotency_key(row.notice_id, row.campaign_date, row.attempt)
         started = _naive_utc(now)
         with self.engine.begin() as conn:
+            # Under the customer's lock, with what other dial tasks recorded meanwhile:
+            # the check and the attempt it allows commit together.
+            verdict = self._gate_locked(conn, row, number, now)
+            if verdict.kind is not GateResult.ALLOW:
+                self._hold(conn, row, verdict)
+                return
             if not ledger.claim_notice(conn, row.notice_id, row.id, row.campaign_date):
                 ledger.transition(
                     conn, row.id, LedgerState.SKIPPED, reason_code=Reason.ALREADY_CONTACTED
@@ -238,6 +245,42 @@ class _Dialer:
             compliance.PastAttempt(started, row.notice_type, key)
         )
         self._place(row, number, key)
+
+    def _gate_locked(
+        self, conn: sa.Connection, row: sa.Row, number: str, now: dt.datetime
+    ) -> compliance.Verdict:
+        """Do-not-call, an opt-out key pressed in another call, and the caps, read fresh
+        under the customer's lock (held until the caller's transaction ends)."""
+        if row.customer_id is None:
+            return compliance.ALLOW  # no customer to cap (the CRM row has no id)
+        compliance.lock_customer(conn, row.customer_id, _naive_utc(now))
+        if compliance.do_not_call_numbers(conn, [number]):
+            return compliance.skip(Reason.ON_DO_NOT_CALL)
+        if compliance.opted_out_by_key(conn, row.customer_id, self.ctx.config.optout_key):
+            return compliance.skip(Reason.OPTED_OUT_BEFORE_DIAL)
+        history = compliance.recent_attempts(
+            conn, [row.customer_id], _naive_utc(now - _CAP_HISTORY)
+        ).get(row.customer_id, [])
+        type_config = self.ctx.config.notice_types.get(row.notice_type)
+        return compliance.caps_verdict(
+            self.ctx.config.caps,
+            type_config.caps if type_config else compliance.Caps(),
+            history,
+            row.notice_type,
+            now,
+        )
+
+    def _hold(self, conn: sa.Connection, row: sa.Row, verdict: compliance.Verdict) -> None:
+        """A row the locked gate refused: skipped for good, or waiting for its time."""
+        if verdict.kind is GateResult.SKIP:
+            ledger.transition(conn, row.id, LedgerState.SKIPPED, reason_code=verdict.reason)
+            self.counts.skip(verdict.reason)
+            log.info("notice %s: skipped at dial reason=%s", row.notice_id, verdict.reason)
+            return
+        ledger.update_in_state(conn, row.id, LedgerState.SYNTHESIZED, next_attempt_at=verdict.until)
+        self.counts.waiting += 1
+        self.counts.note(verdict.reason)
+        log.info("notice %s: waits until %s (%s)", row.notice_id, verdict.until, verdict.reason)
 
     def _place(self, row: sa.Row, number: str, key: str) -> None:
         request = CallRequest(

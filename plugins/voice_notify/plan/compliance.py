@@ -21,8 +21,8 @@ import phonenumbers
 import sqlalchemy as sa
 from phonenumbers import timezone as phone_timezone
 
-from voice_notify import ledger
 from voice_notify.db import schema
+from voice_notify.db.sql import insert_ignoring_duplicates
 from voice_notify.plan.campaigns import CallingHours, Caps
 from voice_notify.reasons import Reason
 
@@ -164,7 +164,62 @@ def do_not_call_numbers(conn: sa.Connection, numbers: Iterable[str]) -> set[str]
 
 def add_do_not_call(conn: sa.Connection, e164: str, reason: str, when: dt.datetime) -> None:
     """Put a number on the do-not-call list (no-op if it is there)."""
-    stmt = ledger.insert_ignoring_duplicates(conn, schema.do_not_call, ("phone_e164",))
+    stmt = insert_ignoring_duplicates(conn, schema.do_not_call, ("phone_e164",))
     conn.execute(
         stmt, {"phone_e164": e164, "reason": reason, "added_at": when.replace(tzinfo=None)}
     )
+
+
+def ensure_customer_locks(engine: sa.Engine, customer_ids: Iterable[int | None]) -> None:
+    """Create the lock rows these customers lack, each in a transaction of its own.
+
+    Apart from the dial's transaction because concurrent inserts of new rows take gap
+    locks on MariaDB, where two dial tasks would deadlock; an existing row is left alone.
+    """
+    wanted = sorted({c for c in customer_ids if c is not None})
+    if not wanted:
+        return
+    table = schema.customer_dial_locks
+    with engine.connect() as conn:
+        present = set(
+            conn.execute(
+                sa.select(table.c.customer_id).where(table.c.customer_id.in_(wanted))
+            ).scalars()
+        )
+    created = dt.datetime(1970, 1, 1)
+    for customer_id in wanted:
+        if customer_id in present:
+            continue
+        with engine.begin() as conn:
+            conn.execute(
+                insert_ignoring_duplicates(conn, table, ("customer_id",)),
+                {"customer_id": customer_id, "locked_at": created},
+            )
+
+
+def lock_customer(conn: sa.Connection, customer_id: int, when: dt.datetime) -> None:
+    """Hold the customer's lock until ``conn``'s transaction ends.
+
+    An UPDATE of the customer's lock row: a row lock on PostgreSQL and MariaDB, the
+    database's write lock on SQLite. Reads after it see every attempt a parallel dial
+    committed first; one that comes later waits here for this one to commit.
+    """
+    table = schema.customer_dial_locks
+    updated = conn.execute(
+        table.update().where(table.c.customer_id == customer_id).values(locked_at=when)
+    ).rowcount
+    if updated != 1:
+        raise RuntimeError(f"no dial lock row for customer {customer_id}: ensure_customer_locks")
+
+
+def opted_out_by_key(conn: sa.Connection, customer_id: int, optout_key: str) -> bool:
+    """Whether the customer pressed the opt-out key in a call whose end is not written back
+    yet (the CRM's flag follows at write-back; until then the key itself decides)."""
+    attempts, events = schema.call_attempts, schema.call_events
+    query = (
+        sa.select(sa.literal(1))
+        .select_from(attempts.join(events, events.c.call_id == attempts.c.call_id))
+        .where(attempts.c.customer_id == customer_id, events.c.key_pressed == optout_key)
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None

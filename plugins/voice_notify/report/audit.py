@@ -31,8 +31,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify import ledger
 from voice_notify.db import schema
+from voice_notify.db.sql import insert_ignoring_duplicates
 from voice_notify.phone import mask_phone
 from voice_notify.voices import registry as voice_profiles
 
@@ -48,7 +48,7 @@ def _upsert(conn: sa.Connection, key: Mapping[str, Any], values: Mapping[str, An
     """Insert the row if absent, then set ``values`` (fields left None are not touched)."""
     now = _utcnow()
     conn.execute(
-        ledger.insert_ignoring_duplicates(conn, schema.notice_voice_audit, ("ledger_id",)),
+        insert_ignoring_duplicates(conn, schema.notice_voice_audit, ("ledger_id",)),
         {**key, "updated_at": now},
     )
     changes = {k: v for k, v in values.items() if v is not None}

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from voice_notify import ledger
 from voice_notify.db import schema
+from voice_notify.db.sql import insert_ignoring_duplicates
 from voice_notify.gateway.base import CallEvent
 
 
@@ -42,9 +42,7 @@ def store_events(engine: sa.Engine, events: Sequence[CallEvent], gateway: str) -
     ]
     stored = 0
     with engine.begin() as conn:
-        stmt = ledger.insert_ignoring_duplicates(
-            conn, schema.call_events, ("call_id", "kind", "sequence")
-        )
+        stmt = insert_ignoring_duplicates(conn, schema.call_events, ("call_id", "kind", "sequence"))
         # One statement per event: a callback carries one or two events, and
         # only single-row execution reports reliably whether a row went in.
         for row in rows:
