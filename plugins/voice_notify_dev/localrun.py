@@ -216,8 +216,8 @@ def airflow(
     return proc
 
 
-def prepare_airflow(env: Mapping[str, str], pool_slots: int = 4) -> None:
-    """Migrate the metadata database and declare the synthesis pool."""
+def prepare_airflow(env: Mapping[str, str], pool_slots: int = 4, dial_slots: int = 4) -> None:
+    """Migrate the metadata database and declare the synthesis and dialing pools."""
     airflow(env, "db", "migrate")
     airflow(
         env,
@@ -226,6 +226,14 @@ def prepare_airflow(env: Mapping[str, str], pool_slots: int = 4) -> None:
         "cosyvoice_gpu",
         str(pool_slots),
         "GPU synthesis slots (CosyVoice3 pods; the local worker in the demo)",
+    )
+    airflow(
+        env,
+        "pools",
+        "set",
+        "voice_gateway",
+        str(dial_slots),
+        "dial tasks at once (the call rate itself is shared through the ledger)",
     )
 
 

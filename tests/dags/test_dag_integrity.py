@@ -19,7 +19,9 @@ PARSE_BUDGET_S = 2.0
 def dagbag():
     from airflow.dag_processing.dagbag import BundleDagBag
 
-    return BundleDagBag(dag_folder=DAGS, bundle_path=DAGS, known_pools={"cosyvoice_gpu"})
+    return BundleDagBag(
+        dag_folder=DAGS, bundle_path=DAGS, known_pools={"cosyvoice_gpu", "voice_gateway"}
+    )
 
 
 def test_no_import_errors(dagbag) -> None:
@@ -38,9 +40,12 @@ def test_owner_tags_and_retries(dagbag) -> None:
 
 def test_synthesis_runs_in_the_gpu_pool_labelled_by_batch(dagbag) -> None:
     dag = dagbag.dags["voice_notice_daily"]
-    synthesize = dag.get_task("synthesize")
+    synthesize = dag.get_task("batch.synthesize")
     assert synthesize.pool == "cosyvoice_gpu"
     assert synthesize.map_index_template == "{{ batch_label }}"
+    dial = dag.get_task("batch.dial")
+    assert dial.pool == "voice_gateway"
+    assert dial.upstream_task_ids == {"batch.synthesize"}
     assert set(dag.params.keys()) == {"campaign", "dry_run", "batch_size"}
 
 
@@ -65,3 +70,15 @@ def test_dag_file_parses_fast_without_heavy_imports(dag_file: Path) -> None:
     heavy = out[1] if len(out) > 1 else ""
     assert heavy == "", f"{dag_file.name} imports {heavy} at module level"
     assert elapsed < PARSE_BUDGET_S, f"{dag_file.name} took {elapsed:.2f} s to parse"
+
+
+def test_which_dags_start_paused(dagbag) -> None:
+    """A new deployment calls nobody until an operator unpauses the campaign; settling,
+    retention and enrollment must run without anyone's step."""
+    paused = {dag_id: dag.is_paused_upon_creation for dag_id, dag in dagbag.dags.items()}
+    assert paused == {
+        "voice_notice_daily": True,
+        "voice_notice_reconcile": False,
+        "voice_audio_retention": False,
+        "voice_profile_enroll": False,
+    }

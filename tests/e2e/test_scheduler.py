@@ -220,7 +220,7 @@ def test_synthesis_never_exceeds_the_gpu_pool(standalone: Standalone) -> None:
         rows = conn.execute(
             sa.text(
                 "SELECT start_date, end_date, pool, state FROM task_instance "
-                "WHERE dag_id = 'voice_notice_daily' AND task_id = 'synthesize'"
+                "WHERE dag_id = 'voice_notice_daily' AND task_id = 'batch.synthesize'"
             )
         ).all()
     assert len(rows) >= 4, "the seed should give several batches"

@@ -119,8 +119,9 @@ def test_the_daily_dag_runs_synthesis_as_pods_in_kubernetes_mode(kubernetes_sett
     finally:
         sys.modules.pop("vn_dag_kubernetes", None)
     dag = module.voice_notice_daily()  # the @dag function builds the DAG
-    synthesize = dag.get_task("synthesize")
+    synthesize = dag.get_task("batch.synthesize")
     assert synthesize.operator_class is SynthesisPodOperator
     assert synthesize.pool == "cosyvoice_gpu"
     assert synthesize.map_index_template == "{{ batch_label }}"
-    assert dag.get_task("dial").upstream_task_ids == {"synthesize"}
+    # Each batch's dial waits for that batch's pod only (a mapped task group).
+    assert dag.get_task("batch.dial").upstream_task_ids == {"batch.synthesize"}

@@ -89,23 +89,9 @@ class SynthesisPodOperator(KubernetesPodOperator):
         kwargs.setdefault("name", "vn-synthesis")
         kwargs.setdefault("image_pull_policy", "IfNotPresent")
         kwargs.setdefault("cmds", ["python", "-m", "synthesis.worker"])
-        kwargs.setdefault(
-            "arguments",
-            [
-                "--batch",
-                f"s3://{settings.bucket}/{batch_key}",
-                "--engine",
-                engine,
-                "--fallback-engine",
-                fallback_engine,
-                "--model-dir",
-                settings.synthesis_model_dir,
-                "--xcom-file",
-                XCOM_FILE,
-            ],
-        )
-        labels = {"app": "voice-notify-synthesis", "voice-notify/batch": batch_label(batch_key)}
-        kwargs.setdefault("labels", labels)
+        # The batch's arguments and label are set once the batch key is known (at render
+        # time: in a mapped task group the key is the group's mapped argument).
+        kwargs.setdefault("labels", {"app": "voice-notify-synthesis"})
         kwargs.setdefault(
             "container_resources",
             k8s.V1ResourceRequirements(
@@ -144,6 +130,25 @@ class SynthesisPodOperator(KubernetesPodOperator):
         super().__init__(**kwargs)
         self.batch_key = batch_key
         self.engine = engine
+        self.fallback_engine = fallback_engine
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        super().render_template_fields(context, jinja_env)
+        settings = get_settings()
+        if not self.arguments:
+            self.arguments = [
+                "--batch",
+                f"s3://{settings.bucket}/{self.batch_key}",
+                "--engine",
+                self.engine,
+                "--fallback-engine",
+                self.fallback_engine,
+                "--model-dir",
+                settings.synthesis_model_dir,
+                "--xcom-file",
+                XCOM_FILE,
+            ]
+        self.labels = {**self.labels, "voice-notify/batch": batch_label(self.batch_key)}
 
     def execute(self, context: Any) -> Any:
         # The same label as the local task's, for the mapped instance's map_index_template.
