@@ -27,6 +27,9 @@ os.environ.setdefault(
 os.environ.setdefault("VOICE_NOTIFY_INCLUDE_DIR", str(REPO_ROOT / "include"))
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
+# Fixtures of the gateway and simulator tests (tests/gateway, tests/dev).
+pytest_plugins = ["tests.support.gateway_fixtures"]
+
 POSTGRES_ENV = "VOICE_NOTIFY_TEST_POSTGRES_URL"
 MARIADB_ENV = "VOICE_NOTIFY_TEST_MARIADB_URL"
 

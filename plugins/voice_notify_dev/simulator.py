@@ -58,7 +58,8 @@ Native protocol (JSON over HTTP)
   ``status_callback``, ``machine_detection``, ``request_attempt``.
 
 ``GET /v1/calls/{call_id}`` and ``GET /v1/calls?idempotency_key=K`` return the
-status, or 404 ``{"error": "not_found"}``::
+status, or 404 ``{"error": "not_found"}``; ``GET /v1/calls?call_id=A&call_id=B…`` (at
+most 500) returns ``{"calls": [status, …]}`` for the ids it knows::
 
     {"call_id": "sim-…", "idempotency_key": "…", "to": "+86…", "state": "completed",
      "key_pressed": "1", "duration_s": 12.4, "error": null, "answered_by": "human"}
@@ -1327,7 +1328,10 @@ class _GatewayHandler(http.server.BaseHTTPRequestHandler):
         if url.path == "/healthz":
             return 200, {"status": "ok", "calls": len(self.book)}
         if url.path == "/v1/calls":
-            keys = urllib.parse.parse_qs(url.query).get("idempotency_key")
+            query = urllib.parse.parse_qs(url.query)
+            if "call_id" in query:  # many calls at once; unknown ids are left out
+                return 200, {"calls": self._statuses(query["call_id"])}
+            keys = query.get("idempotency_key")
             if not keys:
                 raise RequestRejected(400, "invalid_request", "idempotency_key is required")
             return 200, self.book.status(idempotency_key=keys[0])
@@ -1335,6 +1339,17 @@ class _GatewayHandler(http.server.BaseHTTPRequestHandler):
             call_id = urllib.parse.unquote(url.path.removeprefix("/v1/calls/"))
             return 200, self.book.status(call_id=call_id)
         raise RequestRejected(404, "not_found")
+
+    def _statuses(self, call_ids: list[str]) -> list[Mapping[str, Any]]:
+        if len(call_ids) > 500:
+            raise RequestRejected(400, "invalid_request", "at most 500 call_id per request")
+        found = []
+        for call_id in call_ids:
+            try:
+                found.append(self.book.status(call_id=call_id))
+            except RequestRejected:
+                continue
+        return found
 
     def _post(self) -> tuple[int, Mapping[str, Any]]:
         if self._path.startswith(TWILIO_API_PREFIX):

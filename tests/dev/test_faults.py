@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.support import FAULT_DELAY_S, FAULT_SEED, REQUEST_FAULTS, drawn_faults, pick_key
+from tests.support.gateway_constants import (
+    FAULT_DELAY_S,
+    FAULT_SEED,
+    REQUEST_FAULTS,
+    drawn_faults,
+    pick_key,
+)
 from voice_notify.gateway.base import CallRequest, GatewayTransientError
 from voice_notify.gateway.http import HttpGateway
 from voice_notify_dev import faults

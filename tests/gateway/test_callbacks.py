@@ -8,8 +8,8 @@ import urllib.parse
 
 import pytest
 
-from tests.gateway.conftest import CallbackReceiver, ReceivedCallback
-from tests.gateway.support import CALL_SECONDS, CALLBACK_SECRET, FAULT_DELAY_S, pick_key
+from tests.support.gateway_constants import CALL_SECONDS, CALLBACK_SECRET, FAULT_DELAY_S, pick_key
+from tests.support.gateway_fixtures import CallbackReceiver, ReceivedCallback
 from voice_notify.gateway.base import CallRequest, CallState
 from voice_notify.gateway.callbacks import (
     InvalidCallback,

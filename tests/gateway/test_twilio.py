@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.conftest import CallbackReceiver
-from tests.gateway.support import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
+from tests.support.gateway_constants import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
+from tests.support.gateway_fixtures import CallbackReceiver
 from voice_notify.gateway.base import (
     CallRequest,
     CallState,

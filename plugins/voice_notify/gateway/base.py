@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -135,3 +135,18 @@ class VoiceGateway(Protocol):
     def call_status(self, call_id: str) -> CallStatus:
         """The current status of a call the gateway accepted."""
         ...
+
+
+def call_statuses(gateway: VoiceGateway, call_ids: Sequence[str]) -> dict[str, CallStatus]:
+    """The status of many calls: in bulk where the adapter can (``call_statuses``), else
+    one by one. A call whose status cannot be had now is left out (still open)."""
+    bulk = getattr(gateway, "call_statuses", None)
+    if bulk is not None:
+        return bulk(call_ids)
+    found = {}
+    for call_id in call_ids:
+        try:
+            found[call_id] = gateway.call_status(call_id)
+        except GatewayError:
+            continue
+    return found

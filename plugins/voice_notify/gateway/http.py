@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from voice_notify.gateway.base import (
     CallRequest,
     CallState,
     CallStatus,
+    GatewayError,
     GatewayPermanentError,
     GatewayTransientError,
 )
@@ -35,6 +37,10 @@ from voice_notify.phone import mask_phone
 log = logging.getLogger(__name__)
 
 __all__ = ["HttpGateway"]
+
+
+# Call ids per bulk status request (the protocol allows 500).
+_STATUS_PAGE = 200
 
 
 class HttpGateway:
@@ -104,6 +110,25 @@ class HttpGateway:
         self._raise_for_rejection(response, "call_status")
         return _call_status(response)
 
+    def call_statuses(self, call_ids: Sequence[str]) -> dict[str, CallStatus]:
+        """Many calls' statuses, a few hundred per request; a page that fails is left out
+        (those calls stay open for the next pass)."""
+        found: dict[str, CallStatus] = {}
+        for start in range(0, len(call_ids), _STATUS_PAGE):
+            page = list(call_ids[start : start + _STATUS_PAGE])
+            try:
+                response = self._request("GET", "/v1/calls", params={"call_id": page})
+                self._raise_for_rejection(response, "call_statuses")
+                calls = response.json()["calls"]
+            except (GatewayError, ValueError, KeyError) as exc:
+                log.warning("status of %d calls unavailable: %s", len(page), exc)
+                continue
+            for body in calls:
+                status = _status_from_body(body)
+                if status is not None:
+                    found[status.call_id] = status
+        return found
+
     def close(self) -> None:
         """Release the pooled connections."""
         self._session.close()
@@ -141,10 +166,15 @@ def _error_of(response: requests.Response) -> tuple[str, str | None]:
     return str(body.get("error") or f"http_{response.status_code}"), body.get("detail")
 
 
-def _call_status(response: requests.Response) -> CallStatus:
-    """Parse a status answer; an unreadable one leaves the call's fate unknown, so transient."""
+def _status_from_body(body: Any) -> CallStatus | None:
     try:
-        body = response.json()
+        return _parse_status(body)
+    except GatewayTransientError:
+        return None
+
+
+def _parse_status(body: Any) -> CallStatus:
+    try:
         return CallStatus(
             call_id=body["call_id"],
             idempotency_key=body["idempotency_key"],
@@ -156,6 +186,15 @@ def _call_status(response: requests.Response) -> CallStatus:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise GatewayTransientError(f"gateway sent an unreadable call status: {exc!r}") from exc
+
+
+def _call_status(response: requests.Response) -> CallStatus:
+    """Parse a status answer; an unreadable one leaves the call's fate unknown, so transient."""
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise GatewayTransientError(f"gateway sent an unreadable call status: {exc!r}") from exc
+    return _parse_status(body)
 
 
 class SimulatorGateway(HttpGateway):

@@ -19,7 +19,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 
 from voice_notify.db import schema
-from voice_notify.gateway.base import CallState, CallStatus, GatewayError, VoiceGateway
+from voice_notify.gateway.base import CallState, CallStatus, VoiceGateway, call_statuses
 from voice_notify.ledger import LedgerState
 from voice_notify.plan.campaigns import CampaignConfig, RedialPolicy
 from voice_notify.reasons import Reason
@@ -143,13 +143,13 @@ def _ended_calls(
     """Each open row's terminal status (callbacks first, else the gateway); and how many
     are still open."""
     ended, still_open = [], 0
+    statuses = {r.call_id: status_from_events(r.call_id, events.get(r.call_id, [])) for r in rows}
+    unknown = [call_id for call_id, status in statuses.items() if status is None and call_id]
+    if unknown and gateway is not None:
+        # Polling, where callbacks are not configured or did not come: in bulk.
+        statuses.update(call_statuses(gateway, unknown))
     for row in rows:
-        status = status_from_events(row.call_id, events.get(row.call_id, []))
-        if status is None and gateway is not None:
-            try:
-                status = gateway.call_status(row.call_id)
-            except GatewayError as exc:
-                log.warning("call %s: status unavailable: %s", row.call_id, exc)
+        status = statuses.get(row.call_id)
         if status is None or not status.terminal:
             still_open += 1
         else:

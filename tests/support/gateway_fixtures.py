@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.gateway.support import (
+from tests.support.gateway_constants import (
     ALL_FAULTS_SPEC,
     CALL_SECONDS,
     CALLBACK_SECRET,
