@@ -14,7 +14,7 @@ export GATEWAY_FAULTS
 # installed with the product; it runs from the checkout.
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback
+.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback bench-settle
 
 $(STAMP): requirements.txt pyproject.toml | system-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -52,6 +52,10 @@ eval-text: install
 
 bench-text: install
 	$(PY) -m synthesis.text.bench
+
+# Settling 100,000 ended calls in the ledger (PostgreSQL), set-based vs one by one.
+bench-settle: install
+	$(PY) -m voice_notify_dev.bench_settle
 
 # CRM write-back of 100,000 outcomes into PostgreSQL, bulk vs row by row.
 bench-writeback: install

@@ -18,7 +18,7 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
-from voice_notify.db import schema
+from voice_notify.db import schema, staging
 from voice_notify.gateway.base import CallState, CallStatus, VoiceGateway, call_statuses
 from voice_notify.ledger import LedgerState
 from voice_notify.plan.campaigns import CampaignConfig, RedialPolicy
@@ -68,15 +68,16 @@ def outcome_of(status: CallStatus, confirm_key: str, optout_key: str) -> Outcome
     return Outcome.COMPLETED
 
 
+_TERMINAL_KINDS = frozenset(s.value for s in CallState if s.terminal)
+
+
 def status_from_events(call_id: str, events: Sequence[sa.Row]) -> CallStatus | None:
     """The call's terminal status from its stored callbacks, or None if none is terminal.
 
     Callbacks may arrive twice, late or out of order: the terminal one decides,
     whenever it came, and a key press counts whichever event carried it.
     """
-    terminal = [
-        e for e in events if e.kind in {s.value for s in CallState} and CallState(e.kind).terminal
-    ]
+    terminal = [e for e in events if e.kind in _TERMINAL_KINDS]
     if not terminal:
         return None
     final = max(terminal, key=lambda e: e.sequence)
@@ -247,6 +248,50 @@ def _settled_values(
     return values
 
 
+_SETTLED_COLUMNS = (
+    "state",
+    "attempt",
+    "next_attempt_at",
+    "outcome",
+    "key_pressed",
+    "answered_by",
+    "reason_code",
+    "ended_at",
+    "idempotency_key",
+    "call_id",
+)
+_staging = sa.MetaData()
+# What one settle pass changes, staged (voice_notify.db.staging) and applied with one
+# UPDATE ... FROM per table.
+_ATTEMPT_ENDS = sa.Table(
+    "vn_stage_attempt_ends",
+    _staging,
+    sa.Column("b_ledger_id", sa.Integer),
+    sa.Column("b_attempt", sa.Integer),
+    sa.Column("b_outcome", sa.String(32)),
+    sa.Column("b_key_pressed", sa.String(4)),
+    sa.Column("b_answered_by", sa.String(16)),
+    sa.Column("b_ended_at", sa.DateTime),
+    prefixes=["TEMPORARY"],
+)
+_ROW_SETTLEMENTS = sa.Table(
+    "vn_stage_row_settlements",
+    _staging,
+    sa.Column("b_id", sa.Integer),
+    sa.Column("b_state", sa.String(16)),
+    sa.Column("b_attempt", sa.Integer),
+    sa.Column("b_next_attempt_at", sa.DateTime),
+    sa.Column("b_outcome", sa.String(32)),
+    sa.Column("b_key_pressed", sa.String(4)),
+    sa.Column("b_answered_by", sa.String(16)),
+    sa.Column("b_reason_code", sa.String(64)),
+    sa.Column("b_ended_at", sa.DateTime),
+    sa.Column("b_idempotency_key", sa.String(128)),
+    sa.Column("b_call_id", sa.String(64)),
+    prefixes=["TEMPORARY"],
+)
+
+
 def apply_outcomes(
     engine: sa.Engine,
     ended: Sequence[tuple[sa.Row, CallStatus]],
@@ -280,45 +325,32 @@ def apply_outcomes(
         ledger_rows.append(_settled_values(row, settlement, status, outcome, stamp, policy))
         decided.append((outcome, settlement))
     table, tries = schema.dispatch_ledger, schema.call_attempts
-    end_attempt = (
-        tries.update()
-        .where(
-            tries.c.ledger_id == sa.bindparam("b_ledger_id"),
-            tries.c.attempt == sa.bindparam("b_attempt"),
-            tries.c.outcome.is_(None),
-        )
-        .values(
-            outcome=sa.bindparam("b_outcome"),
-            key_pressed=sa.bindparam("b_key_pressed"),
-            answered_by=sa.bindparam("b_answered_by"),
-            ended_at=sa.bindparam("b_ended_at"),
-        )
-    )
-    settle_row = (
-        table.update()
-        .where(table.c.id == sa.bindparam("b_id"), table.c.state == LedgerState.DIALED.value)
-        .values(
-            {
-                name: sa.bindparam(f"b_{name}")
-                for name in (
-                    "state",
-                    "attempt",
-                    "next_attempt_at",
-                    "outcome",
-                    "key_pressed",
-                    "answered_by",
-                    "reason_code",
-                    "ended_at",
-                    "idempotency_key",
-                    "call_id",
-                )
-            }
-            | {"updated_at": stamp}
-        )
-    )
     with engine.begin() as conn:
-        conn.execute(end_attempt, attempts)
-        conn.execute(settle_row, ledger_rows)
+        with staging.staged(conn, _ATTEMPT_ENDS, attempts) as ends:
+            conn.execute(
+                tries.update()
+                .where(
+                    tries.c.ledger_id == ends.c.b_ledger_id,
+                    tries.c.attempt == ends.c.b_attempt,
+                    tries.c.outcome.is_(None),
+                )
+                .values(
+                    outcome=ends.c.b_outcome,
+                    key_pressed=ends.c.b_key_pressed,
+                    answered_by=ends.c.b_answered_by,
+                    ended_at=ends.c.b_ended_at,
+                )
+            )
+        with staging.staged(conn, _ROW_SETTLEMENTS, ledger_rows) as moves:
+            # From ``dialed`` only: a row another pass settled first is left alone.
+            conn.execute(
+                table.update()
+                .where(table.c.id == moves.c.b_id, table.c.state == LedgerState.DIALED.value)
+                .values(
+                    {name: moves.c[f"b_{name}"] for name in _SETTLED_COLUMNS}
+                    | {"updated_at": stamp}
+                )
+            )
     by_kind = Counter(
         f"{o.value}{' (redial)' if s is Settlement.REDIAL else ''}" for o, s in decided
     )

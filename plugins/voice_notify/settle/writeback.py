@@ -9,15 +9,13 @@ COPY, multi-row INSERTs elsewhere), then merged set-based by the statements in
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from voice_notify.db import schema
+from voice_notify.db import schema, staging
 from voice_notify.db.sql import load_sql
 from voice_notify.ledger import LedgerState
 from voice_notify.reasons import Reason
@@ -93,8 +91,8 @@ def load_write_back(conn: sa.Connection, dates: Iterable[dt.date]) -> WriteBack:
 _stage = sa.MetaData()
 
 
-# Staging tables for the write-back: rows go in as multi-row INSERTs, then one
-# set-based statement per SQL file merges them into the CRM's own tables.
+# Staging tables for the write-back (``voice_notify.db.staging``): one set-based
+# statement per SQL file merges them into the CRM's own tables.
 _STAGES = {
     "attempts": sa.Table(
         "vn_stage_contact_attempts",
@@ -132,37 +130,6 @@ _MERGES = {
 }
 
 
-def _drop_stage(conn: sa.Connection, table: sa.Table) -> None:
-    dialect = conn.dialect.name
-    if dialect in ("mysql", "mariadb"):
-        conn.execute(sa.text(f"DROP TEMPORARY TABLE IF EXISTS {table.name}"))
-    elif dialect == "postgresql":
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS pg_temp.{table.name}"))
-    else:
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS temp.{table.name}"))
-
-
-def _load_stage(conn: sa.Connection, stage: sa.Table, rows: Sequence[dict]) -> None:
-    """Fill a staging table: PostgreSQL's COPY where available, multi-row INSERTs elsewhere."""
-    if conn.dialect.name != "postgresql":
-        conn.execute(stage.insert(), rows)
-        return
-    columns = [c.name for c in stage.columns]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for row in rows:
-        # CSV NULL is an unquoted empty field; real strings here are never empty.
-        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
-    buffer.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(
-            f"COPY {stage.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer
-        )
-    finally:
-        cursor.close()
-
-
 def write_back(crm_engine: sa.Engine, plan: WriteBack) -> dict[str, int]:
     """Apply the write-back in one transaction: stage the rows, then merge set-based."""
     dialect = crm_engine.dialect.name
@@ -171,10 +138,6 @@ def write_back(crm_engine: sa.Engine, plan: WriteBack) -> dict[str, int]:
         for name, rows in batches.items():
             if not rows:
                 continue
-            stage = _STAGES[name]
-            _drop_stage(conn, stage)  # a pooled session may hold one from a failed run
-            stage.create(conn)
-            _load_stage(conn, stage, rows)
-            conn.execute(load_sql(_MERGES[name], dialect))
-            _drop_stage(conn, stage)
+            with staging.staged(conn, _STAGES[name], rows):
+                conn.execute(load_sql(_MERGES[name], dialect))
     return {name: len(rows) for name, rows in batches.items()}
