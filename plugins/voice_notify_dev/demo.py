@@ -62,6 +62,7 @@ def _copy_outputs(s3: localrun.S3Endpoint, bucket: str, report_key: str, out_dir
 def _progress(env: dict[str, str], dag_id: str, crm_url: str, campaign_date: dt.date):
     """A progress printer for a running ``dags test``: tasks, batches, calls so far."""
     started = time.monotonic()
+    last: dict[str, object] = {"line": None, "at": 0.0}
 
     def show() -> None:
         run = localrun.run_progress(env, dag_id)
@@ -85,11 +86,13 @@ def _progress(env: dict[str, str], dag_id: str, crm_url: str, campaign_date: dt.
             if run["batches"]
             else ""
         )
-        print(
-            f"  [{time.monotonic() - started:5.0f} s] {dag_id}: tasks {run['tasks_done']}"
-            f"/{run['tasks']} done{batches}, calls placed {calls}",
-            flush=True,
-        )
+        tasks = f"tasks {run['tasks_done']}/{run['tasks']} done"
+        line = f"{dag_id}: {tasks}{batches}, calls placed {calls}"
+        now = time.monotonic()
+        # A line when something moved, else one every half minute to show it is alive.
+        if line != last["line"] or now - float(last["at"]) >= 30:
+            print(f"  [{now - started:5.0f} s] {line}", flush=True)
+            last.update(line=line, at=now)
 
     return show
 
