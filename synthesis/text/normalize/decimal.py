@@ -30,7 +30,7 @@ def number(text: str) -> str:
 
 
 _DECIMAL = re.compile(
-    r"(?:" + SIGN_LOOKBEHIND + r"([-－]))?(?<![\d.])(负)?"
+    r"(?:" + SIGN_LOOKBEHIND + r"([-－]))?(?<![\d.A-Za-z])(负)?"
     r"((?:\d{1,3}(?:,\d{3})++(?![\d,])|\d++)?\.\d++)(?![\d.])"
 )
 

@@ -15,7 +15,9 @@ OPERATORS = {
     "==": "等于", "<": "小于", ">": "大于", "<=": "小于等于", ">=": "大于等于",
     "≤": "小于等于", "≥": "大于等于", "≠": "不等于", "!=": "不等于", "≈": "约等于",
 }  # fmt: skip
-_PREFIXES = {"±": "正负", "≥": "大于等于", "≤": "小于等于", "≈": "约等于", "≠": "不等于"}
+_PREFIXES = {
+    "±": "正负", "≥": "大于等于", "≤": "小于等于", "≈": "约等于", "≠": "不等于", "+": "正",
+}  # fmt: skip
 
 _OPERAND = r"(?:[-−]?" + NUMBER + r"%?|(?<![A-Za-z])[A-Za-z](?![A-Za-z]))"
 _OPERATOR = r"(?:<=|>=|!=|==|[+\-−×*÷=<>≤≥≠≈])"
@@ -25,7 +27,9 @@ _EXPRESSION = re.compile(
 _TOKEN = re.compile(
     r"(?P<operand>" + NUMBER + r"%?|[A-Za-z])|(?P<operator><=|>=|!=|==|[+\-−×*÷=<>≤≥≠≈])|\s"
 )
-_PREFIX = re.compile(r"(?<![\dA-Za-z])([±≥≤≈≠])\s?(?=[-−]?\d)")
+_PREFIX = re.compile(r"(?<![\dA-Za-z+])([±≥≤≈≠+])\s?(?=[-−]?\d)")
+# Powers: 10^6 -> 十的六次方, 5² -> 五的平方, 2³ -> 二的立方.
+_POWER = re.compile(r"(?<![\d.])(" + NUMBER + r")(?:\^([-−]?\d{1,3})(?!\d)|([²³]))")
 
 
 def _operand(text: str) -> str:
@@ -52,7 +56,21 @@ def _expression(match: re.Match[str]) -> str:
     return "".join(out)
 
 
+def _power(match: re.Match[str]) -> str:
+    base, exponent, square = match.groups()
+    if square:
+        return number(base) + ("的平方" if square == "²" else "的立方")
+    return (
+        number(base)
+        + "的"
+        + ("负" if exponent[0] in "-−" else "")
+        + number(exponent.lstrip("-−"))
+        + "次方"
+    )
+
+
 def apply(text: str) -> str:
     """Free-text rule: arithmetic and comparisons between numbers, and ± ≥ ≤ before one."""
+    text = _POWER.sub(_power, text)
     text = _EXPRESSION.sub(_expression, text)
     return _PREFIX.sub(lambda m: _PREFIXES[m.group(1)], text)
