@@ -13,6 +13,8 @@ is linear in its input (tests/text/test_linear_rules.py).
 from __future__ import annotations
 
 import builtins
+import re
+import unicodedata
 from functools import lru_cache
 
 from synthesis.text.normalize import (
@@ -45,6 +47,9 @@ _FULLWIDTH = str.maketrans(
     + "   ",
 )
 
+# Decimal digits of other scripts (Arabic-Indic, Devanagari ...) are digits too.
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+
 #: Rules in the order they run: each takes and returns text.
 RULES = (
     date.apply,
@@ -67,6 +72,8 @@ def normalize_text(text: str, money_style: str = "yuan-jiao-fen", errors: str = 
         (``unspeakable_text``).
     """
     text = text.translate(_FULLWIDTH)
+    if not text.isascii():
+        text = _OTHER_DIGIT.sub(lambda m: str(unicodedata.digit(m.group())), text)
     for rule in RULES:
         text = rule(text)
     text = money.apply(text, money_style)
