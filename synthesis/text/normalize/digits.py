@@ -51,7 +51,7 @@ _KEYWORD = re.compile(
 # 3+ digits before 号 that are not a day of the month (“26314”号), letters with long digit
 # runs (P2026A0815), digit runs with a leading zero (0427).
 _BEFORE_HAO = re.compile(r"(?<![\d.月])(\d{3,})(?=[”\"」』]?号)")
-_CODE = re.compile(r"(?<![\d.])(?:([A-Za-z]++)\d{4,}+|\d++[A-Za-z]++\d++)[A-Za-z\d]*+")
+_CODE = re.compile(r"(?<![\d.A-Za-z])(?:([A-Za-z]++)\d{4,}+|\d++[A-Za-z]++\d++)[A-Za-z\d]*+")
 #: Letter prefixes that are currency codes (CNY1000 is an amount, not a code).
 _CURRENCY_CODES = frozenset(
     code for code in read_tsv(INCLUDE_DIR / "lexicons" / "currencies.tsv") if code.isalpha()
