@@ -9,6 +9,7 @@ absolute budget at 10,000 characters; its growth gives it away. Cubic patterns (
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -60,10 +61,8 @@ QUARTER = {text: text[: LENGTH // 4 - 1] + "x" for text in ADVERSARIAL}
 
 def _seconds(rule: Callable[[str], object], text: str) -> float:
     started = time.perf_counter()
-    try:
+    with contextlib.suppress(NoticeTextError):
         rule(text)
-    except NoticeTextError:
-        pass
     return time.perf_counter() - started
 
 
