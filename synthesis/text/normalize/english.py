@@ -97,7 +97,7 @@ def time_en(hour: int, minute: int) -> str:
     return f"{cardinal_en(spoken_hour)} {minutes} {suffix}"
 
 
-_NUMBER = re.compile(r"(?<![\d.])([0-9]++)(?:\.([0-9]++))?(%?)")
+_NUMBER = re.compile(r"(?<![0-9])(?:([0-9]++)(?:\.([0-9]++))?|(?<![0-9A-Za-z.])\.([0-9]++))(%?)")
 #: Symbols English speech reads; any other symbol (brackets, |, ^ ...) is dropped.
 _SYMBOL_WORDS = {
     "%": " percent ", "&": " and ", "+": " plus ", "=": " equals ", "@": " at ",
@@ -110,7 +110,9 @@ _OTHER_DIGIT = re.compile(r"(?![0-9])\d")
 
 
 def _number(match: re.Match[str]) -> str:
-    whole, frac, percent = match.groups()
+    whole, frac, leading_point, percent = match.groups()
+    frac = frac or leading_point
+    whole = whole or "0"
     text = cardinal_en(int(whole)) if len(whole) <= 12 else digits_en(whole)
     if frac:
         text += " point " + digits_en(frac)
