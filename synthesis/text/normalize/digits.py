@@ -32,7 +32,10 @@ _START = r"(?<![\d.\-/:第])(?<!\d,)"
 # 127.0.0.1 -> 一二七点零点零点一; a dotted run of 3+ groups (versions 1.2.3) likewise.
 _DOTTED = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){2,}+(?![\d.])")
 # Landline with area code (0421-33441122, (010)12345678), 400/800 numbers, +86 mobiles.
-_AREA_PHONE = re.compile(r"(?<![\d\-])(?:\(0\d{2,3}\)|（0\d{2,3}）|0\d{2,3}-)\s?\d{7,8}(?![\d\-])")
+_AREA_PHONE = re.compile(
+    r"(?<![\d\-])(?:(?:\(0\d{2,3}\)|（0\d{2,3}）|0\d{2,3}-)\s?\d{7,8}"
+    r"|0\d{2,3}[\s-]\d{3,4}[\s-]\d{4})(?![\d\-])"
+)
 _HOTLINE = re.compile(r"(?<![\d\-])[48]00-?\d{3}-?\d{4}(?![\d\-])")
 _INTL_PHONE = re.compile(r"\+86[\s-]?(1[3-9]\d(?:[\s-]?\d{4}){2})(?!\d)")
 _MOBILE = re.compile(r"(?<![\d.])1[3-9]\d(?:([\s-]?)\d{4}\1\d{4})(?![\d.])")

@@ -27,8 +27,20 @@ _SYMBOLS = "|".join(re.escape(unit) for unit in sorted(UNITS, key=len, reverse=T
 _UNIT = r"(" + _SYMBOLS + r")(?![A-Za-z²³\d])"
 _SIGNED = r"(?:" + SIGN_LOOKBEHIND + r"([-－]))?(?<![\d.A-Za-z])(" + NUMBER + r")\s?"
 _RATE = re.compile(
-    _SIGNED + r"(" + _SYMBOLS + "|" + HAN_UNITS + r")\s?/\s?(" + _SYMBOLS + "|" + HAN_UNITS + r")"
-    r"(?![A-Za-z²³\d])"
+    _SIGNED
+    + r"(?:([万亿])("
+    + _SYMBOLS
+    + "|"
+    + HAN_UNITS
+    + r")?|("
+    + _SYMBOLS
+    + "|"
+    + HAN_UNITS
+    + r"))\s?/\s?("
+    + _SYMBOLS
+    + "|"
+    + HAN_UNITS
+    + r")(?![A-Za-z²³\d])"
 )
 _MEASURE = re.compile(_SIGNED + _UNIT)
 
@@ -40,9 +52,10 @@ def _spoken(unit: str, *, rate: bool = False) -> str:
 
 
 def _rate(match: re.Match[str]) -> str:
-    sign, value, unit, per = match.groups()
-    reading = ("负" if sign else "") + number(value)
-    return "每" + _spoken(per) + reading + _spoken(unit, rate=True)
+    sign, value, scale, scaled_unit, unit, per = match.groups()
+    reading = ("负" if sign else "") + number(value) + (scale or "")
+    unit = unit or scaled_unit
+    return "每" + _spoken(per) + reading + (_spoken(unit, rate=True) if unit else "")
 
 
 def _measure(match: re.Match[str]) -> str:

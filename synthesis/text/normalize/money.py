@@ -80,6 +80,7 @@ _BEFORE = re.compile(
     + NUMBER
     + r")"
     + _SCALE
+    + r"(元)?"
 )
 # ... or an ISO code after it (100 USD, 5.5CNY).
 _AFTER = re.compile(
@@ -88,17 +89,26 @@ _AFTER = re.compile(
 _YUAN = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})++(?![\d,])|\d++)\.(\d{1,2})元")
 
 
-def _amount(number: str, scale: str | None, currency: str, sign: str | None, style: str) -> str:
+def _amount(
+    number: str,
+    scale: str | None,
+    currency: str,
+    sign: str | None,
+    style: str,
+    yuan: str | None = None,
+) -> str:
     number = number.replace(",", "")
     scale = "万" if scale in ("w", "W") else (scale or "")
     spoken = CURRENCIES[currency]
     negative = "负" if sign else ""
-    if currency in _YUAN_SIGNS and not scale:
+    if yuan and spoken not in ("元", "人民币"):
+        return negative + decimal(number) + scale + spoken  # US$5元: the sign says which
+    if (currency in _YUAN_SIGNS or yuan) and not scale:
         try:
             return negative + money(parse_amount(number), style)
         except ValueError:
             pass
-    return negative + decimal(number) + scale + spoken
+    return negative + decimal(number) + scale + ("元" if yuan else spoken)
 
 
 def _yuan(match: re.Match[str], style: str) -> str:
@@ -107,6 +117,6 @@ def _yuan(match: re.Match[str], style: str) -> str:
 
 def apply(text: str, style: str = "yuan-jiao-fen") -> str:
     """Free-text rule: ``$5`` -> 五美元, ``CNY1.25`` -> 一点二五人民币, ``63.89元`` (by style)."""
-    text = _BEFORE.sub(lambda m: _amount(m[3], m[4], m[2], m[1], style), text)
+    text = _BEFORE.sub(lambda m: _amount(m[3], m[4], m[2], m[1], style, m[5]), text)
     text = _AFTER.sub(lambda m: _amount(m[1], m[2], m[3], None, style), text)
     return _YUAN.sub(lambda m: _yuan(m, style), text)
