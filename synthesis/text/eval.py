@@ -17,6 +17,7 @@ because these are equally correct readings that the references write differently
 - 号 = 日 after a day-of-month numeral (三十号 / 三十日);
 - an optional 零 before a single-digit minute or second (三点零五分 / 三点五分);
 - 人民币 = 元 after a number (¥5: 五人民币 / 五元);
+- 分 after the minutes of a clock time is optional (八点三十分 / 八点三十);
 - 零一十 = 零十 inside a number (一百亿零一十万 / 一百亿零十万);
 - a reference's time followed by am/pm is read as the time after 上午/下午 (三点am is
   上午三点); our output is not given that grace: am/pm must be spoken;
@@ -58,6 +59,9 @@ SURNAME_GOLDEN = REPO_ROOT / "tests" / "data" / "text" / "surnames.txt"
 _DAY_HAO = re.compile(r"([一二三四五六七八九十])号")
 _MINUTE_ZERO = re.compile(r"(?<=[点分])零(?=[一二三四五六七八九][分秒])")
 _ZERO_TEN = re.compile(r"零一十")
+_MINUTE_FEN = re.compile(
+    r"(?<=点)(零[一二三四五六七八九]|[一二三四五]?十[一二三四五六七八九]?)分(?![钟之])"
+)
 _RMB = re.compile(r"(?<=[零一二三四五六七八九十百千万亿])人民币")
 _NUMERAL = "零一二三四五六七八九十百"
 _AM_PM = re.compile(
@@ -84,6 +88,7 @@ def canonical_tn(text: str, *, reference: bool = False) -> str:
     text = _DAY_HAO.sub(r"\1日", text)
     text = _MINUTE_ZERO.sub("", text)
     text = _ZERO_TEN.sub("零十", text)
+    text = _MINUTE_FEN.sub(r"\1", text)
     text = _RMB.sub("元", text)
     return _PUNCTUATION.sub("", text).lower()
 

@@ -42,7 +42,7 @@ _MOBILE = re.compile(r"(?<![\d.])1[3-9]\d(?:([\s-]?)\d{4}\1\d{4})(?![\d.])")
 # An 8-digit number without a run of three zeros (a phone number, not 10001111); 5-digit bank
 # and carrier hotlines (10000, 10010 and 10011 alone are quantities: listed ones aside).
 _LANDLINE = re.compile(_START + r"(?!\d{0,5}000)[1-9]\d{7}" + _NOT_QUANTITY)
-_SERVICE = re.compile(_START + r"(?:9[56]\d{3}|12[1-9]\d\d|100[2-9]\d)" + _NOT_QUANTITY)
+_SERVICE = re.compile(_START + r"(?:9[56](?!000)\d{3}|100[2-9]\d)" + _NOT_QUANTITY)
 _LISTED = re.compile(_START + r"(\d{3,5})" + _NOT_QUANTITY)
 # Hyphen-joined groups (2-1-301, 2026-0815): an address or a code, not a range.
 _GROUPS = re.compile(r"(?<![\d.\-])\d++(?:-\d++){2,}+(?![\d.\-])|(?<![\d.\-])0\d++-\d++(?![\d.\-])")
@@ -51,9 +51,9 @@ _KEYWORD = re.compile(
     r"(编号|号码|电话|手机|热线|尾号|卡号|工号|账号|帐号|单号|代码|验证码|密码|身份证号|学号|"
     r"车牌号|房号|订单号|流水号|序号|批号)(为|是|：|:)?\s?([A-Za-z]*\d[\dA-Za-z\-]*)"
 )
-# 3+ digits before 号 that are not a day of the month (“26314”号), letters with long digit
+# 4+ digits before 号, or 3 in quotes (“26314”号, but 中关村101号), letters with long digit
 # runs (P2026A0815), digit runs with a leading zero (0427).
-_BEFORE_HAO = re.compile(r"(?<![\d.月])(\d{3,})(?=[”\"」』]?号)")
+_BEFORE_HAO = re.compile(r"(?<![\d.月])(\d{4,}|(?<=[“\"「『])\d{3})(?=[”\"」』]?号)")
 _CODE = re.compile(r"(?<![\d.A-Za-z])(?:([A-Za-z]++)\d{4,}+|\d++[A-Za-z]++\d++)[A-Za-z\d]*+")
 #: Letter prefixes that are currency codes (CNY1000 is an amount, not a code).
 _CURRENCY_CODES = frozenset(

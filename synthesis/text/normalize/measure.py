@@ -25,7 +25,15 @@ HAN_UNITS = (
 )
 _SYMBOLS = "|".join(re.escape(unit) for unit in sorted(UNITS, key=len, reverse=True))
 _UNIT = r"(" + _SYMBOLS + r")(?![A-Za-z²³\d])"
-_SIGNED = r"(?:" + SIGN_LOOKBEHIND + r"([-－]))?(?<![\d.A-Za-z])(" + NUMBER + r")\s?"
+_SIGNED = (
+    r"(?:"
+    + SIGN_LOOKBEHIND
+    + r"([-－]))?(?<![\d.A-Za-z])("
+    + NUMBER
+    + r"(?:到"
+    + NUMBER
+    + r")?)\s?"
+)
 _RATE = re.compile(
     _SIGNED
     + r"(?:([万亿])("
@@ -45,6 +53,11 @@ _RATE = re.compile(
 _MEASURE = re.compile(_SIGNED + _UNIT)
 
 
+def _value(text: str) -> str:
+    """A number, or a range of two (10到20) as range.py left it."""
+    return "到".join(number(part) for part in text.split("到"))
+
+
 def _spoken(unit: str, *, rate: bool = False) -> str:
     if rate and unit in RATE_UNITS:
         return RATE_UNITS[unit]
@@ -53,14 +66,14 @@ def _spoken(unit: str, *, rate: bool = False) -> str:
 
 def _rate(match: re.Match[str]) -> str:
     sign, value, scale, scaled_unit, unit, per = match.groups()
-    reading = ("负" if sign else "") + number(value) + (scale or "")
+    reading = ("负" if sign else "") + _value(value) + (scale or "")
     unit = unit or scaled_unit
     return "每" + _spoken(per) + reading + (_spoken(unit, rate=True) if unit else "")
 
 
 def _measure(match: re.Match[str]) -> str:
     sign, value, unit = match.groups()
-    return ("负" if sign else "") + number(value) + UNITS[unit]
+    return ("负" if sign else "") + _value(value) + UNITS[unit]
 
 
 def apply(text: str) -> str:

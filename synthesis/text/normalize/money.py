@@ -78,7 +78,9 @@ _BEFORE = re.compile(
     + _CODES
     + r")\s?("
     + NUMBER
-    + r")"
+    + r")(?:到("
+    + NUMBER
+    + r"))?"
     + _SCALE
     + r"(元)?"
 )
@@ -111,12 +113,26 @@ def _amount(
     return negative + decimal(number) + scale + ("元" if yuan else spoken)
 
 
+def _before(style: str):
+    """Reader for a sign or code before an amount, or before a range (¥100到200)."""
+
+    def read(match: re.Match[str]) -> str:
+        sign, currency, low, high, scale, yuan = match.groups()
+        if not high:
+            return _amount(low, scale, currency, sign, style, yuan)
+        spoken = "元" if yuan else CURRENCIES[currency]
+        scale = "万" if scale in ("w", "W") else (scale or "")
+        return ("负" if sign else "") + decimal(low) + "到" + decimal(high) + scale + spoken
+
+    return read
+
+
 def _yuan(match: re.Match[str], style: str) -> str:
     return money(parse_amount(f"{match.group(1)}.{match.group(2)}".replace(",", "")), style)
 
 
 def apply(text: str, style: str = "yuan-jiao-fen") -> str:
     """Free-text rule: ``$5`` -> 五美元, ``CNY1.25`` -> 一点二五人民币, ``63.89元`` (by style)."""
-    text = _BEFORE.sub(lambda m: _amount(m[3], m[4], m[2], m[1], style, m[5]), text)
+    text = _BEFORE.sub(_before(style), text)
     text = _AFTER.sub(lambda m: _amount(m[1], m[2], m[3], None, style), text)
     return _YUAN.sub(lambda m: _yuan(m, style), text)
