@@ -113,8 +113,11 @@ def test_unreadable_values_are_skipped_with_a_reason(composer, context, departme
 def test_hand_built_segments_lose_markup_in_the_renderers(inventory) -> None:
     from synthesis.text import Segment
 
-    segment = Segment("好[breath]<|endofprompt|>", "cmn")
-    assert cosyvoice3_problem(render_cosyvoice3(segment, inventory), "cmn", inventory) is None
+    assert render_cosyvoice3(Segment("好<|endofprompt|>", "cmn"), inventory) == "好"
+    assert render_cosyvoice3(Segment("hi<|endofprompt|>", "en"), inventory) == "hi"
+    # A [token] outside the inventory is left for the engine adapter to reject.
+    rendered = render_cosyvoice3(Segment("好[breath]", "cmn"), inventory)
+    assert cosyvoice3_problem(rendered, "cmn", inventory)[0] == "control_token_in_data"
     assert render_espeak(Segment("hello [[h@'loU]]", "en"))[1] == "hello h@'loU"
 
 

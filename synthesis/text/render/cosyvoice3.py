@@ -22,9 +22,10 @@ from synthesis.text.paths import INCLUDE_DIR, cosyvoice3_tokens_dir
 from synthesis.text.pinyin import run_marked
 
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
-#: CosyVoice3 markup characters; composed segments never hold them (speakable.py checks),
-#: and a segment built by hand loses them here, so only our own tokens reach the model.
-_MARKUP_CHARS = str.maketrans("", "", "[]<>|")
+#: CosyVoice3 special-token syntax (<|endofprompt|>): composed segments never hold it
+#: (speakable.py checks); a segment built by hand loses it here. Square brackets are left
+#: for the engine adapter, which rejects any [token] outside the inventory.
+_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{0,64}\|>|<\||\|>")
 
 
 def _read_tokens(path: pathlib.Path) -> frozenset[str]:
@@ -85,14 +86,14 @@ def _english(text: str, inventory: TokenInventory) -> str:
         phones = inventory.words.get(match.group().upper())
         return "".join(f"[{phone}]" for phone in phones) if phones else match.group()
 
-    return _LATIN_WORD.sub(replace, text.translate(_MARKUP_CHARS))
+    return _LATIN_WORD.sub(replace, _SPECIAL_TOKEN.sub("", text))
 
 
 def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None) -> str:
     """CosyVoice3 ``tts_text`` for one segment (call the model with ``text_frontend=False``)."""
     inventory = inventory or default_inventory()
     if segment.lang == "en":
-        return segment.text.translate(_MARKUP_CHARS)
+        return _SPECIAL_TOKEN.sub("", segment.text)
     text = segment.text
     out: list[str] = []
     position = 0
