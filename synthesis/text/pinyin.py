@@ -91,12 +91,16 @@ class NameReader:
         """Tone-marked syllables, one per Han character of ``name``; every one toned."""
         surname, given = self.split(name)
         reading = self._surnames.get(surname)
-        syllables = reading.split() if reading else list(run_marked(surname))
+        syllables = reading.split() if reading else [toned(s, surname) for s in run_marked(surname)]
         for run in HAN_RUN.findall(given):
-            syllables.extend(run_marked(run))
-        chars = [char for char in name if HAN.match(char)]
-        if len(chars) == len(syllables):
-            syllables = [toned(s, c) for s, c in zip(syllables, chars, strict=True)]
+            marked = run_marked(run)
+            if len(marked) != len(run):
+                syllables.extend(marked)
+                continue
+            # A toneless syllable is plain ASCII (zi, de) or lü/nü: only those are looked up.
+            for char, syllable in zip(run, marked, strict=True):
+                plain = syllable.isascii() or syllable in ("lü", "nü")
+                syllables.append(toned(syllable, char) if plain else syllable)
         return tuple(syllables)
 
 

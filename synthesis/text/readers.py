@@ -40,9 +40,14 @@ _KEYS_ZH = {"*": "星号键", "#": "井号键"}
 _KEYS_EN = {"*": "star", "#": "pound"}
 
 
+#: Values made only of printable ASCII, assigned CJK ideographs and the middle dot (most
+#: names and departments) need no per-character look-up.
+_PLAIN_VALUE = re.compile(r"[ -~\u4e00-\u9fa5\u00b7]*+")
+
+
 def check_characters(name: str, value: str) -> None:
     """Reject control characters, emoji, private-use and unassigned characters."""
-    if value.isascii() and value.isprintable():
+    if _PLAIN_VALUE.fullmatch(value):
         return
     for char in value:
         if unicodedata.category(char) in _REJECTED_CATEGORIES:

@@ -86,14 +86,16 @@ def _english(text: str, inventory: TokenInventory) -> str:
         phones = inventory.words.get(match.group().upper())
         return "".join(f"[{phone}]" for phone in phones) if phones else match.group()
 
-    return _LATIN_WORD.sub(replace, _SPECIAL_TOKEN.sub("", text))
+    if "|" in text:
+        text = _SPECIAL_TOKEN.sub("", text)
+    return _LATIN_WORD.sub(replace, text)
 
 
 def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None) -> str:
     """CosyVoice3 ``tts_text`` for one segment (call the model with ``text_frontend=False``)."""
     inventory = inventory or default_inventory()
     if segment.lang == "en":
-        return _SPECIAL_TOKEN.sub("", segment.text)
+        return _SPECIAL_TOKEN.sub("", segment.text) if "|" in segment.text else segment.text
     text = segment.text
     out: list[str] = []
     position = 0

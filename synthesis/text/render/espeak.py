@@ -84,5 +84,6 @@ def render_espeak(segment: Segment) -> tuple[str, str]:
     voice = VOICES[segment.lang]
     if segment.lang != "cmn":
         # Never [[phonemes]]: composed segments hold no brackets; hand-built ones lose them.
-        return voice, segment.text.translate(_NO_BRACKETS)
+        text = segment.text
+        return voice, text.translate(_NO_BRACKETS) if "[" in text or "]" in text else text
     return voice, _pinyin_markup(segment)
