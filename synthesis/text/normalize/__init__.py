@@ -34,18 +34,21 @@ from synthesis.text.normalize import (
 from synthesis.text.normalize import range as range_rule
 
 # (``builtins.range``: the ``range`` rule module shadows the builtin in this package.)
-# Full-width digits, letters and the symbols that matter to numbers; Chinese full-width
-# punctuation (，！？：；（）) stays as written.
+# Full-width digits, letters and the symbols that matter to numbers, the ratio colon ∶ and
+# the minus sign − of GB/T 15835, 〇 as 零; Chinese full-width punctuation (，！？：；（）)
+# stays as written.
 _FULLWIDTH = str.maketrans(
-    "０１２３４５６７８９％．／－＋＝＜＞～＄＃＆＊＠"
+    "０１２３４５６７８９％．／－＋＝＜＞～＄＃＆＊＠∶−〇"
     + "".join(chr(c) for c in builtins.range(0xFF21, 0xFF3B))
     + "".join(chr(c) for c in builtins.range(0xFF41, 0xFF5B))
-    + "\u2009\u202f\u00a0",
-    "0123456789%./-+=<>~$#&*@"
+    + "\u00a0",
+    "0123456789%./-+=<>~$#&*@:-零"
     + "".join(chr(c) for c in builtins.range(0x41, 0x5B))
     + "".join(chr(c) for c in builtins.range(0x61, 0x7B))
-    + "   ",
+    + " ",
 )
+# A thin space between digit groups (1 000 000, GB/T 15835) is part of the number.
+_THIN_SPACE = re.compile(r"(?<=\d)[\u2009\u202f](?=\d{3})")
 
 # Decimal digits of other scripts (Arabic-Indic, Devanagari ...) are digits too.
 _OTHER_DIGIT = re.compile(r"(?![0-9])\d")
@@ -73,6 +76,7 @@ def normalize_text(text: str, money_style: str = "yuan-jiao-fen", errors: str = 
     """
     text = text.translate(_FULLWIDTH)
     if not text.isascii():
+        text = _THIN_SPACE.sub("", text)
         text = _OTHER_DIGIT.sub(lambda m: str(unicodedata.digit(m.group())), text)
     for rule in RULES:
         text = rule(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_END_CHARS = "年月日号点分秒时元万亿度%"
+_END_CHARS = "年月日号点分秒时元万亿度%‰"
 _START_CHARS = "零一二三四五六七八九十两负"
 _RANGE = re.compile(
     r"(?<=[\d" + _END_CHARS + r"])\s?(?:[~～—–]|-(?!-))\s?(?=[-－负]?\d|[" + _START_CHARS + "])"
