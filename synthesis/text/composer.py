@@ -18,7 +18,7 @@ from synthesis.text.normalize import normalize_cached
 from synthesis.text.normalize.english import normalize_en
 from synthesis.text.pinyin import NameReader, WordAnnotator
 from synthesis.text.readers import Readers, check_characters
-from synthesis.text.split import split_segments
+from synthesis.text.split import make_segment, split_segments
 
 # Values enter the template as private-use markers (rejected in input), so the composer
 # knows exactly where each value sits in the rendered text.
@@ -49,13 +49,14 @@ class NoticeComposer:
         lexicon: Lexicon,
         environment: SandboxedEnvironment,
         money_style: str,
+        data_markup: str = "strip",
     ) -> None:
         self.catalogue = catalogue
         self.lexicon = lexicon
         self.money_style = money_style
         self._names = NameReader(lexicon)
         self._words = WordAnnotator(lexicon)
-        self._readers = Readers(self._names, self._words, money_style)
+        self._readers = Readers(self._names, self._words, money_style, data_markup)
         self._specs = {
             name: {s.name: s for s in specs} for name, specs in catalogue.notice_types.items()
         }
@@ -72,12 +73,20 @@ class NoticeComposer:
         self._skeletons: dict[tuple[str, str], list[Piece]] = {}
 
     @classmethod
-    def load(cls, include_dir: pathlib.Path, money_style: str = "yuan-jiao-fen") -> NoticeComposer:
+    def load(
+        cls,
+        include_dir: pathlib.Path,
+        money_style: str = "yuan-jiao-fen",
+        data_markup: str = "strip",
+    ) -> NoticeComposer:
         """Load the catalogue, templates and lexicons under ``include_dir``.
 
         :param include_dir: the repository's ``include/`` folder.
         :param money_style: ``yuan-jiao-fen`` (三千二百八十元五角) or ``decimal``
             (三千二百八十点五元).
+        :param data_markup: engine markup found in free-text values (``<|endofprompt|>``,
+            ``[breath]``, ``[[...]]``, SSML tags): ``"strip"`` removes it (a value left with
+            nothing else fails with ``control_token_in_data``), ``"reject"`` fails the notice.
         """
         include_dir = pathlib.Path(include_dir)
         catalogue = Catalogue.load(include_dir / "notice_types.yaml")
@@ -90,11 +99,17 @@ class NoticeComposer:
             lstrip_blocks=True,
             cache_size=-1,
         )
-        return cls(catalogue, lexicon, environment, money_style)
+        return cls(catalogue, lexicon, environment, money_style, data_markup)
 
     def clear_caches(self) -> None:
         """Forget memoized readings (for benchmarks and after editing lexicons)."""
-        for cached in (self._read, self._literal, self._names.read, self._words.spans):
+        for cached in (
+            self._read,
+            self._literal,
+            self._names.read,
+            self._words.spans,
+            make_segment,
+        ):
             cached.cache_clear()
         self._skeletons.clear()
 

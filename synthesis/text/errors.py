@@ -19,6 +19,17 @@ REASON_CODES: dict[str, str] = {
     "text_too_long": "the composed text is longer than the catalogue's max_text_chars",
     "template_error": "the template failed to render for another reason",
     "empty_input": "an empty line was given to the command-line tool",
+    "control_token_in_data": (
+        "a value holds engine markup (CosyVoice3 <|...|> or [breath]-style tokens, espeak-ng "
+        "[[...]] phonemes, SSML tags) that the markup policy refuses, or nothing else"
+    ),
+    "unspeakable_text": (
+        "a segment would still hold a digit or symbol its engine cannot read after "
+        "normalization (e.g. a symbol with no reading in include/lexicons/symbols.tsv)"
+    ),
+    "unsupported_script": (
+        "a value is written in a script the engines do not read (Hangul, kana, Cyrillic ...)"
+    ),
 }
 
 

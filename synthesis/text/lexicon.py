@@ -8,17 +8,22 @@ from dataclasses import dataclass, field
 from synthesis.text.errors import NoticeTextError
 
 
-def read_tsv(path: pathlib.Path) -> dict[str, str]:
-    """Read ``key<TAB>value[<TAB>note]`` lines; ``#`` starts a comment line."""
-    table: dict[str, str] = {}
+def read_tsv_rows(path: pathlib.Path) -> list[tuple[str, ...]]:
+    """Read ``key<TAB>value[<TAB>more...]`` lines as rows; ``#`` starts a comment line."""
+    rows: list[tuple[str, ...]] = []
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split("\t")
-        if len(fields) < 2 or not fields[0] or not fields[1]:
+        if len(fields) < 2 or not fields[0] or not fields[1].strip():
             raise ValueError(f"{path}:{line_no}: expected key<TAB>value")
-        table[fields[0]] = fields[1].strip()
-    return table
+        rows.append(tuple(field.strip() if i else field for i, field in enumerate(fields)))
+    return rows
+
+
+def read_tsv(path: pathlib.Path) -> dict[str, str]:
+    """Read ``key<TAB>value[<TAB>note]`` lines; ``#`` starts a comment line."""
+    return {row[0]: row[1] for row in read_tsv_rows(path)}
 
 
 @dataclass(frozen=True)

@@ -53,27 +53,54 @@ def marked_to_tone3(syllable: str) -> str:
     return converted.replace("ü", "v")
 
 
+_TONE_MARKS = frozenset("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜńňǹḿ")
+
+
+def toned(syllable: str, char: str) -> str:
+    """``syllable`` if it carries a tone, else the character's first toned reading.
+
+    Names are read syllable by syllable with full tones: a neutral tone pypinyin takes
+    from a word it knows (东西 dōng xi) is wrong in 王东西.
+    """
+    if _TONE_MARKS.isdisjoint(syllable):
+        for reading in heteronyms(char):
+            if not _TONE_MARKS.isdisjoint(reading):
+                return reading
+    return syllable
+
+
 class NameReader:
     """Reads person names: surname from the lexicon table, given name by pypinyin."""
 
     def __init__(self, lexicon: Lexicon) -> None:
         self._surnames = lexicon.surnames
-        self._compound = {key for key in lexicon.surnames if len(key) == 2}
+        self._compound_lengths = sorted(
+            {len(key) for key in lexicon.surnames if len(key) > 1}, reverse=True
+        )
         self.read = lru_cache(maxsize=65536)(self._read)
 
     def split(self, name: str) -> tuple[str, str]:
-        """Split ``name`` into surname and given name (compound surnames need 3+ chars)."""
-        if len(name) >= 3 and name[:2] in self._compound:
-            return name[:2], name[2:]
+        """Split ``name`` into surname and given name: the longest compound surname in the
+        table that leaves a given name (欧阳修 -> 欧阳 + 修, but 欧阳 -> 欧 + 阳)."""
+        for length in self._compound_lengths:
+            if len(name) > length and name[:length] in self._surnames:
+                return name[:length], name[length:]
         return name[:1], name[1:]
 
     def _read(self, name: str) -> tuple[str, ...]:
-        """Tone-marked syllables, one per Han character of ``name``."""
+        """Tone-marked syllables, one per Han character of ``name``; every one toned."""
         surname, given = self.split(name)
         reading = self._surnames.get(surname)
-        syllables = reading.split() if reading else list(run_marked(surname))
+        syllables = reading.split() if reading else [toned(s, surname) for s in run_marked(surname)]
         for run in HAN_RUN.findall(given):
-            syllables.extend(run_marked(run))
+            marked = run_marked(run)
+            if len(marked) != len(run):
+                syllables.extend(marked)
+                continue
+            # A toneless syllable is plain ASCII (zi, de) or lü/nü: only those are looked up.
+            for char, syllable in zip(run, marked, strict=True):
+                plain = syllable.isascii() or syllable in ("lü", "nü")
+                syllables.append(toned(syllable, char) if plain else syllable)
         return tuple(syllables)
 
 

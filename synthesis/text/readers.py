@@ -21,6 +21,7 @@ from synthesis.text.normalize import money as money_rule
 from synthesis.text.normalize import percent as percent_rule
 from synthesis.text.normalize import time as time_rule
 from synthesis.text.pinyin import HAN_RUN, NameReader, WordAnnotator, number_spans, run_marked
+from synthesis.text.speakable import MARKUP_POLICIES, strip_markup
 
 Overrides = tuple[tuple[int, int, str], ...]
 Reading = tuple[str, Overrides]
@@ -39,9 +40,14 @@ _KEYS_ZH = {"*": "星号键", "#": "井号键"}
 _KEYS_EN = {"*": "star", "#": "pound"}
 
 
+#: Values made only of printable ASCII, assigned CJK ideographs and the middle dot (most
+#: names and departments) need no per-character look-up.
+_PLAIN_VALUE = re.compile(r"[ -~\u4e00-\u9fa5\u00b7]*+")
+
+
 def check_characters(name: str, value: str) -> None:
     """Reject control characters, emoji, private-use and unassigned characters."""
-    if value.isascii() and value.isprintable():
+    if _PLAIN_VALUE.fullmatch(value):
         return
     for char in value:
         if unicodedata.category(char) in _REJECTED_CATEGORIES:
@@ -53,12 +59,21 @@ def check_characters(name: str, value: str) -> None:
 class Readers:
     """Reads typed values for one composer (one lexicon, one money style); memoized."""
 
-    def __init__(self, names: NameReader, words: WordAnnotator, money_style: str) -> None:
+    def __init__(
+        self,
+        names: NameReader,
+        words: WordAnnotator,
+        money_style: str,
+        data_markup: str = "strip",
+    ) -> None:
         if money_style not in money_rule.MONEY_STYLES:
             raise ValueError(f"money_style must be one of {money_rule.MONEY_STYLES}")
+        if data_markup not in MARKUP_POLICIES:
+            raise ValueError(f"data_markup must be one of {MARKUP_POLICIES}")
         self.names = names
         self.words = words
         self.money_style = money_style
+        self.data_markup = data_markup
 
     def read(self, name: str, type_: str, raw: str | int | float, locale: str) -> Reading:
         """Spoken text and overrides for one value; raises :class:`NoticeTextError`."""
@@ -147,10 +162,12 @@ class Readers:
         return text, number_spans(text)
 
     def _free_text(self, name: str, raw: object, locale: str) -> Reading:
-        value = " ".join(str(raw).split())
+        # Engine markup in data is stripped or refused before anything reads the value;
+        # a symbol with no reading makes the notice unspeakable rather than read wrong.
+        value = strip_markup(" ".join(str(raw).split()), self.data_markup)
         if locale == "en":
-            return english.normalize_en(self._romanize(value)), ()
-        text = normalize_cached(value, self.money_style)
+            return english.normalize_en(self._romanize(value), "strict"), ()
+        text = normalize_cached(value, self.money_style, "strict")
         return text, self.words.spans(text)
 
     def _person_name(self, name: str, raw: object, locale: str) -> Reading:

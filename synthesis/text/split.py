@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from synthesis.text.errors import NoticeTextError
 from synthesis.text.ir import MAX_SEGMENT_CHARS, Segment
+from synthesis.text.speakable import check_segment
 
 Span = tuple[int, int]
 Override = tuple[int, int, str]
@@ -80,8 +81,12 @@ def _pack(text: str, start: int, end: int, protected: Sequence[Span]) -> list[Sp
 
 @lru_cache(maxsize=65536)
 def make_segment(text: str, lang: str, overrides: tuple[Override, ...], pause: int) -> Segment:
-    """Segments repeat across notices (disclosure, closing): build and validate each once."""
-    return Segment(text=text, lang=lang, overrides=overrides, pause_after_ms=pause)
+    """Segments repeat across notices (disclosure, closing): build and validate each once.
+
+    :raises NoticeTextError: the text holds something its engines cannot read
+        (``unspeakable_text``, ``unsupported_script``; see :mod:`synthesis.text.speakable`).
+    """
+    return check_segment(Segment(text=text, lang=lang, overrides=overrides, pause_after_ms=pause))
 
 
 def split_segments(

@@ -10,8 +10,8 @@ from synthesis.text.normalize import normalize_text
 from synthesis.text.normalize.english import normalize_en
 from tests.text.samples import DATA
 
-RULES = ("cardinal", "date", "decimal", "digits", "fraction", "measure", "money", "percent",
-         "range", "time")  # fmt: skip
+RULES = ("cardinal", "date", "decimal", "digits", "fraction", "math", "measure", "money",
+         "percent", "range", "score", "symbols", "time")  # fmt: skip
 
 
 def _cases(path: pathlib.Path) -> list[tuple[str, str]]:

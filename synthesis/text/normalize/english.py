@@ -6,6 +6,8 @@ import datetime as dt
 import re
 from decimal import Decimal
 
+from synthesis.text.errors import NoticeTextError
+
 _ONES = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
@@ -95,17 +97,51 @@ def time_en(hour: int, minute: int) -> str:
     return f"{cardinal_en(spoken_hour)} {minutes} {suffix}"
 
 
-_NUMBER = re.compile(r"(?<![\d.])(\d+)(?:\.(\d+))?%?")
+_NUMBER = re.compile(r"(?<![0-9])(?:([0-9]++)(?:\.([0-9]++))?|(?<![0-9A-Za-z.])\.([0-9]++))(%?)")
+#: Symbols English speech reads; any other symbol (brackets, |, ^ ...) is dropped.
+_SYMBOL_WORDS = {
+    "%": " percent ", "&": " and ", "+": " plus ", "=": " equals ", "@": " at ",
+    "#": " number ", "$": " dollars ", "€": " euros ", "£": " pounds ", "¥": " yuan ",
+    "￥": " yuan ", "/": " ", "*": " star ", "<": " less than ", ">": " greater than ",
+}  # fmt: skip
+# Letters of any script stay (the segment check refuses the ones no engine reads).
+_UNREAD = re.compile(r"[^\w\s,.!?;:'\"()\-]|_")
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
 
 
 def _number(match: re.Match[str]) -> str:
-    whole, frac = match.groups()
+    whole, frac, leading_point, percent = match.groups()
+    frac = frac or leading_point
+    whole = whole or "0"
     text = cardinal_en(int(whole)) if len(whole) <= 12 else digits_en(whole)
     if frac:
         text += " point " + digits_en(frac)
-    return text + (" percent" if match.group().endswith("%") else "")
+    return text + (" percent" if percent else "")
 
 
-def normalize_en(text: str) -> str:
-    """English free text: numbers become words."""
-    return _NUMBER.sub(_number, text)
+#: Symbols English speech skips (separators and brackets): read as a space.
+_SKIPPED = frozenset("[]{}|\\^`~_")
+
+
+def _symbol(match: re.Match[str], errors: str) -> str:
+    char = match.group()
+    if char in _SYMBOL_WORDS:
+        return _SYMBOL_WORDS[char]
+    if char in _SKIPPED or errors == "ignore":
+        return " "
+    raise NoticeTextError("unspeakable_text", f"no English reading for U+{ord(char):04X}")
+
+
+def normalize_en(text: str, errors: str = "ignore") -> str:
+    """English free text: numbers become words, symbols words or nothing (never left).
+
+    :param errors: a symbol with no reading is dropped (``"ignore"``) or refused
+        (``"strict"``: :class:`~synthesis.text.errors.NoticeTextError`, ``unspeakable_text``).
+    """
+    if not text.isascii():
+        text = _OTHER_DIGIT.sub(lambda m: str(int(m.group())), text)
+    text = _NUMBER.sub(_number, text)
+    if _UNREAD.search(text):
+        text = _UNREAD.sub(lambda m: _symbol(m, errors), text)
+        text = " ".join(text.split())
+    return text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from synthesis.text.normalize.cardinal import cardinal
+from synthesis.text.normalize.cardinal import SIGN_LOOKBEHIND, cardinal
 
 
 def fraction(numerator: str, denominator: str) -> str:
@@ -12,8 +12,11 @@ def fraction(numerator: str, denominator: str) -> str:
     return cardinal(denominator) + "分之" + cardinal(numerator)
 
 
-_SLASH = re.compile(r"(?<![\d./])([-－负]?)(?:(\d+)又)?(\d+)/(\d+)(?![\d/])")
-_WRITTEN = re.compile(r"(?<![\d.])([-－负]?)(\d+)分之(\d+)")
+_SLASH = re.compile(
+    r"(?:" + SIGN_LOOKBEHIND + r"([-－负]))?(?<![\d./])(?:(\d++)又)?(\d{1,12})\s?/\s?(\d{1,12})"
+    r"(?![\d/]|\.\d)"
+)
+_WRITTEN = re.compile(r"(?<![\d.])([-－负]?)(\d{1,12})分之(\d{1,12})(?![\d.])")
 
 
 def _slash(match: re.Match[str]) -> str:

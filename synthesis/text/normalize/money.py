@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from synthesis.text.normalize.cardinal import cardinal, count
-from synthesis.text.normalize.decimal import decimal
+from synthesis.text.lexicon import read_tsv
+from synthesis.text.normalize.cardinal import SIGN_LOOKBEHIND, cardinal, count
+from synthesis.text.normalize.decimal import NUMBER, decimal
+from synthesis.text.paths import INCLUDE_DIR
 
 MONEY_STYLES = ("yuan-jiao-fen", "decimal")
 #: Largest amount a notice may carry (exclusive), in yuan.
@@ -60,20 +62,69 @@ def money(amount: Decimal, style: str = "yuan-jiao-fen") -> str:
     return "".join(parts)
 
 
-_SIGNS = {"$": "美元", "￥": "元", "¥": "元", "€": "欧元", "£": "英镑", "₩": "韩元", "HK$": "港元"}
-_SIGNED = re.compile(r"(HK\$|[$￥¥€£₩])\s?(\d+(?:,\d{3})*(?:\.\d+)?)([万亿]?)")
-_YUAN = re.compile(r"(?<![\d.])(\d+(?:,\d{3})*)\.(\d{1,2})元")
+#: Currency sign or ISO code -> spoken currency (include/lexicons/currencies.tsv).
+CURRENCIES = read_tsv(INCLUDE_DIR / "lexicons" / "currencies.tsv")
+_YUAN_SIGNS = frozenset({"￥", "¥"})
+_CODES = "|".join(re.escape(c) for c in sorted(CURRENCIES, key=len, reverse=True))
+_LETTERS_CODES = "|".join(
+    re.escape(c) for c in sorted(CURRENCIES, key=len, reverse=True) if c.isalpha()
+)
+_SCALE = r"(?:\s?([万亿]|[wW](?![A-Za-z])))?"
+# Sign or code before the amount (¥1,234.56, CNY 1.25, US$100, HK$5万) ...
+_BEFORE = re.compile(
+    r"(?:"
+    + SIGN_LOOKBEHIND
+    + r"([-－]))?(?<![A-Za-z])("
+    + _CODES
+    + r")\s?("
+    + NUMBER
+    + r")(?:到("
+    + NUMBER
+    + r"))?"
+    + _SCALE
+    + r"(元)?"
+)
+# ... or an ISO code after it (100 USD, 5.5CNY).
+_AFTER = re.compile(
+    r"(?<![\d.])(" + NUMBER + r")" + _SCALE + r"\s?(" + _LETTERS_CODES + r")(?![A-Za-z])"
+)
+_YUAN = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})++(?![\d,])|\d++)\.(\d{1,2})元")
 
 
-def _signed(match: re.Match[str], style: str) -> str:
-    sign, number, scale = match.groups()
+def _amount(
+    number: str,
+    scale: str | None,
+    currency: str,
+    sign: str | None,
+    style: str,
+    yuan: str | None = None,
+) -> str:
     number = number.replace(",", "")
-    if _SIGNS[sign] == "元" and not scale:
+    scale = "万" if scale in ("w", "W") else (scale or "")
+    spoken = CURRENCIES[currency]
+    negative = "负" if sign else ""
+    if yuan and spoken not in ("元", "人民币"):
+        return negative + decimal(number) + scale + spoken  # US$5元: the sign says which
+    if (currency in _YUAN_SIGNS or yuan) and not scale:
         try:
-            return money(parse_amount(number), style)
+            return negative + money(parse_amount(number), style)
         except ValueError:
             pass
-    return decimal(number) + scale + _SIGNS[sign]
+    return negative + decimal(number) + scale + ("元" if yuan else spoken)
+
+
+def _before(style: str):
+    """Reader for a sign or code before an amount, or before a range (¥100到200)."""
+
+    def read(match: re.Match[str]) -> str:
+        sign, currency, low, high, scale, yuan = match.groups()
+        if not high:
+            return _amount(low, scale, currency, sign, style, yuan)
+        spoken = "元" if yuan else CURRENCIES[currency]
+        scale = "万" if scale in ("w", "W") else (scale or "")
+        return ("负" if sign else "") + decimal(low) + "到" + decimal(high) + scale + spoken
+
+    return read
 
 
 def _yuan(match: re.Match[str], style: str) -> str:
@@ -81,6 +132,7 @@ def _yuan(match: re.Match[str], style: str) -> str:
 
 
 def apply(text: str, style: str = "yuan-jiao-fen") -> str:
-    """Free-text rule: ``$5`` -> 五美元, ``63.89元`` -> 六十三元八角九分 (style-dependent)."""
-    text = _SIGNED.sub(lambda m: _signed(m, style), text)
+    """Free-text rule: ``$5`` -> 五美元, ``CNY1.25`` -> 一点二五人民币, ``63.89元`` (by style)."""
+    text = _BEFORE.sub(_before(style), text)
+    text = _AFTER.sub(lambda m: _amount(m[1], m[2], m[3], None, style), text)
     return _YUAN.sub(lambda m: _yuan(m, style), text)

@@ -22,6 +22,10 @@ from synthesis.text.paths import INCLUDE_DIR, cosyvoice3_tokens_dir
 from synthesis.text.pinyin import run_marked
 
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
+#: CosyVoice3 special-token syntax (<|endofprompt|>): composed segments never hold it
+#: (speakable.py checks); a segment built by hand loses it here. Square brackets are left
+#: for the engine adapter, which rejects any [token] outside the inventory.
+_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{0,64}\|>|<\||\|>")
 
 
 def _read_tokens(path: pathlib.Path) -> frozenset[str]:
@@ -82,6 +86,8 @@ def _english(text: str, inventory: TokenInventory) -> str:
         phones = inventory.words.get(match.group().upper())
         return "".join(f"[{phone}]" for phone in phones) if phones else match.group()
 
+    if "|" in text:
+        text = _SPECIAL_TOKEN.sub("", text)
     return _LATIN_WORD.sub(replace, text)
 
 
@@ -89,7 +95,7 @@ def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None)
     """CosyVoice3 ``tts_text`` for one segment (call the model with ``text_frontend=False``)."""
     inventory = inventory or default_inventory()
     if segment.lang == "en":
-        return segment.text
+        return _SPECIAL_TOKEN.sub("", segment.text) if "|" in segment.text else segment.text
     text = segment.text
     out: list[str] = []
     position = 0

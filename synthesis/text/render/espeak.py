@@ -18,6 +18,7 @@ VOICES = {"cmn": "cmn-latn-pinyin", "yue": "yue", "en": "en-us"}
 _CLAUSE = frozenset("，、,：:；;—…（）()《》“”\"'‘’")
 _SENTENCE = frozenset("。．.！!？?")
 _DOUBLE_PAUSE = re.compile(r"([,.])(?: [,.])+")
+_NO_BRACKETS = str.maketrans("", "", "[]")
 #: Latin letters spelled the way Mandarin speakers say them, in tone-numbered pinyin.
 LETTERS = {
     "A": "ei1", "B": "bi4", "C": "xi1", "D": "di4", "E": "yi4", "F": "ai2 fu5", "G": "ji4",
@@ -82,5 +83,7 @@ def render_espeak(segment: Segment) -> tuple[str, str]:
     """
     voice = VOICES[segment.lang]
     if segment.lang != "cmn":
-        return voice, segment.text
+        # Never [[phonemes]]: composed segments hold no brackets; hand-built ones lose them.
+        text = segment.text
+        return voice, text.translate(_NO_BRACKETS) if "[" in text or "]" in text else text
     return voice, _pinyin_markup(segment)
