@@ -7,7 +7,7 @@ The composer normalizes typed variables with the typed readers (``money.money``,
 The order matters: the most specific shapes are read first (dates, clock times,
 identifiers, math, scores), so that a ``-`` or ``/`` still between two numbers when
 ``range`` and ``fraction`` run can only be a range or a fraction. Every rule's pattern
-is linear in its input (tests/text/test_linear_rules.py).
+is linear in its input (tests/synthesis/text/test_linear_rules.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.text.samples import INCLUDE
+from tests.synthesis.text.samples import INCLUDE
 
 
 @pytest.fixture(scope="session")

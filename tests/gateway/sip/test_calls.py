@@ -9,7 +9,7 @@ import pytest
 
 from tests.gateway.sip.conftest import CONTEXT, NUMBERS, RING_S, needs_baresip
 from tests.gateway.sip.notice_audio import AI_LABEL, render_notice
-from tests.text.samples import ALL_NOTICES
+from tests.synthesis.text.samples import ALL_NOTICES
 from voice_notify.gateway.base import CallRequest, CallState, GatewayPermanentError
 from voice_notify.gateway.sip.audio import compare_audio, read_pcm
 from voice_notify.settle import outcomes as reconcile

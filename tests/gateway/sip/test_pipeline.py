@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from tests.gateway.sip.conftest import needs_baresip
 from tests.support.crm_rows import seed_customers, synthesized_rows
-from tests.text.samples import INCLUDE
+from tests.synthesis.text.samples import INCLUDE
 from voice_notify import ledger
 from voice_notify.db.sql import make_engine
 from voice_notify.dial import dialer as dispatch

@@ -14,7 +14,7 @@ from synthesis.text.speakable import (
     ssml_problem,
     strip_markup,
 )
-from tests.text.samples import APPOINTMENT, INCLUDE
+from tests.synthesis.text.samples import APPOINTMENT, INCLUDE
 
 INVENTORY_DIR = INCLUDE / "cosyvoice3" / "tokens"
 PARALINGUISTIC = [

@@ -8,7 +8,7 @@ from pypinyin import pinyin
 from synthesis.text.eval import evaluate_surnames, golden_pairs
 from synthesis.text.lexicon import Lexicon
 from synthesis.text.pinyin import NameReader
-from tests.text.samples import DATA, INCLUDE
+from tests.synthesis.text.samples import DATA, INCLUDE
 
 GOLDEN = golden_pairs(DATA / "surnames.txt")
 READER = NameReader(Lexicon.load(INCLUDE / "lexicons"))

@@ -8,7 +8,7 @@ import pytest
 from synthesis.text import Segment, TokenInventory, render_cosyvoice3, render_ssml
 from synthesis.text.paths import cosyvoice3_tokens_dir
 from synthesis.text.render.cosyvoice3 import syllable_tokens
-from tests.text.samples import ALL_NOTICES, INCLUDE
+from tests.synthesis.text.samples import ALL_NOTICES, INCLUDE
 
 TOKEN = re.compile(r"\[([^\]]+)\]")
 

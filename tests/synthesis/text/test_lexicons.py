@@ -7,7 +7,7 @@ from pypinyin import pinyin
 
 from synthesis.text.lexicon import Lexicon, read_tsv
 from synthesis.text.pinyin import NameReader, TextReader, WordAnnotator
-from tests.text.samples import INCLUDE
+from tests.synthesis.text.samples import INCLUDE
 
 SURNAMES = read_tsv(INCLUDE / "lexicons" / "surnames.tsv")
 WORDS = read_tsv(INCLUDE / "lexicons" / "words.tsv")

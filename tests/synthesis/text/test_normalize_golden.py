@@ -8,7 +8,7 @@ import pytest
 
 from synthesis.text.normalize import normalize_text
 from synthesis.text.normalize.english import normalize_en
-from tests.text.samples import DATA
+from tests.synthesis.text.samples import DATA
 
 RULES = ("cardinal", "date", "decimal", "digits", "fraction", "math", "measure", "money",
          "percent", "range", "score", "symbols", "time")  # fmt: skip
@@ -24,7 +24,7 @@ def _cases(path: pathlib.Path) -> list[tuple[str, str]]:
 
 
 def test_every_rule_module_has_a_golden_file() -> None:
-    rule_dir = pathlib.Path(__file__).resolve().parents[2] / "synthesis" / "text" / "normalize"
+    rule_dir = pathlib.Path(__file__).resolve().parents[3] / "synthesis" / "text" / "normalize"
     modules = {p.stem for p in rule_dir.glob("*.py")} - {"__init__", "english"}
     assert modules == set(RULES)
     for rule in RULES:

@@ -23,8 +23,8 @@ from synthesis.text.render.cosyvoice3 import TokenInventory
 from synthesis.text.render.ssml import render_ssml
 from synthesis.text.speakable import cosyvoice3_problem, espeak_problem, ssml_problem
 from synthesis.text.split import split_segments
-from tests.text.adversarial import random_strings
-from tests.text.samples import APPOINTMENT, INCLUDE
+from tests.synthesis.text.adversarial import random_strings
+from tests.synthesis.text.samples import APPOINTMENT, INCLUDE
 
 COUNT = 10_000
 SLOWEST_MS = 50.0

@@ -5,7 +5,7 @@ import sys
 
 from synthesis.text import bench
 from synthesis.text.eval import canonical_tn, main
-from tests.text.samples import REPO
+from tests.synthesis.text.samples import REPO
 
 
 def test_canonicalization_accepts_equivalent_readings_only() -> None:

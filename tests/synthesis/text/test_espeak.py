@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from synthesis.text import Segment, render_espeak
-from tests.text.samples import ALL_NOTICES, REPAYMENT
+from tests.synthesis.text.samples import ALL_NOTICES, REPAYMENT
 
 
 def test_name_greeting_in_tone_numbered_pinyin() -> None:

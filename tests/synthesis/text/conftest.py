@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 from synthesis.text import NoticeComposer
-from tests.text.samples import INCLUDE
+from tests.synthesis.text.samples import INCLUDE
 
 
 @pytest.fixture(scope="session")

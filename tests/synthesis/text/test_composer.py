@@ -5,7 +5,7 @@ import re
 
 from synthesis.text import ComposedNotice, NoticeComposer, Segment
 from synthesis.text.ir import MAX_SEGMENT_CHARS
-from tests.text.samples import ALL_NOTICES, APPOINTMENT, POLICY, REPAYMENT
+from tests.synthesis.text.samples import ALL_NOTICES, APPOINTMENT, POLICY, REPAYMENT
 
 LOCALES = ("cmn", "yue", "en")
 

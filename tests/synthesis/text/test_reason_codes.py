@@ -7,7 +7,7 @@ import random
 import pytest
 
 from synthesis.text import REASON_CODES, NoticeComposer, NoticeTextError
-from tests.text.samples import ALL_NOTICES, REPAYMENT
+from tests.synthesis.text.samples import ALL_NOTICES, REPAYMENT
 
 
 def _reason(composer, notice_type, locale, variables, context) -> str:

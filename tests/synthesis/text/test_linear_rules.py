@@ -35,7 +35,7 @@ from synthesis.text.normalize import range as range_rule
 from synthesis.text.normalize import time as time_rule
 from synthesis.text.normalize.english import normalize_en
 from synthesis.text.speakable import strip_markup, text_problem
-from tests.text.adversarial import repeated
+from tests.synthesis.text.adversarial import repeated
 
 LENGTH = 10_000
 #: Seconds one rule may take on one 10,000-character string (linear rules take < 0.07 s on

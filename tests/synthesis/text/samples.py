@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 INCLUDE = REPO / "include"
 DATA = REPO / "tests" / "data" / "text"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.text.samples import REPO
+from tests.synthesis.text.samples import REPO
 
 
 def _cli(*args: str, stdin: str) -> list[str]:
