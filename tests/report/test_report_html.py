@@ -16,7 +16,8 @@ from voice_notify.report.campaign import campaign_report, frames_from_records
 from voice_notify.report.html import render
 
 DAY = dt.date(2026, 11, 26)
-LEDGER = ("id", "notice_id", "notice_type", "locale", "state", "reason_code", "outcome", "audio_key")
+LEDGER = ("id", "notice_id", "notice_type", "locale", "state", "reason_code", "outcome")
+LEDGER += ("audio_key",)
 
 
 def _campaign():
@@ -108,7 +109,8 @@ def test_html_is_self_contained_with_inline_svg_charts() -> None:
 
 def test_html_escapes_what_it_shows() -> None:
     rows, attempts, _ = _campaign()
-    rows.append(dict(zip(LEDGER, (9, 109, "<b>x</b>", "cmn", "skipped", "<script>", None, None))))
+    bad = (9, 109, "<b>x</b>", "cmn", "skipped", "<script>", None, None)
+    rows.append(dict(zip(LEDGER, bad, strict=True)))
     page = render(campaign_report(frames_from_records(rows, attempts), DAY))
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "No synthesis results" in page

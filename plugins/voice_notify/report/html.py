@@ -89,18 +89,24 @@ def render(report: Mapping[str, Any]) -> str:
     context = {
         "report": report,
         "tiles": tiles,
-        "state_chart": charts.stacked_bar("Notices by ledger state", dict(sorted(by_state.items()))),
+        "state_chart": charts.stacked_bar(
+            "Notices by ledger state", dict(sorted(by_state.items()))
+        ),
         "outcome_chart": charts.bar_chart(
             "Notices by final call outcome", sorted(outcomes.items()), width=520
         ),
         "attempt_chart": charts.bar_chart(
-            "Call attempts by outcome", sorted(report.get("calls_by_outcome", {}).items()), width=520
+            "Call attempts by outcome",
+            sorted(report.get("calls_by_outcome", {}).items()),
+            width=520,
         ),
         "reason_chart": charts.bar_chart(
             "Skips and failures by reason code", reasons[:15], width=1040
         ),
         "rate_sections": [
-            _rate_section("Rates by dialect (locale)", "locale", report.get("rates_by_locale") or {}),
+            _rate_section(
+                "Rates by dialect (locale)", "locale", report.get("rates_by_locale") or {}
+            ),
             _rate_section(
                 "Rates by notice type", "notice type", report.get("rates_by_notice_type") or {}
             ),

@@ -30,7 +30,6 @@ _BASELINE = importlib.import_module("voice_notify.db.migrations.versions.0001_ba
 AUDIT_VIEW = _BASELINE.AUDIT_VIEW
 
 
-
 def _audit_columns() -> list[sa.Column]:
     return [
         sa.Column("emotion", sa.String(length=16), nullable=True),
@@ -46,8 +45,7 @@ def _audit_columns() -> list[sa.Column]:
 # The baseline's columns in their order (PostgreSQL's CREATE OR REPLACE VIEW only appends).
 _AUDIT_VIEW_SELECT = _BASELINE._AUDIT_VIEW_SELECT.replace(
     "       d.deleted_at AS audio_deleted_at\n",
-    "       d.deleted_at AS audio_deleted_at,\n"
-    "       v.emotion, v.tone_rule, v.master_key\n",
+    "       d.deleted_at AS audio_deleted_at,\n       v.emotion, v.tone_rule, v.master_key\n",
 )
 
 
