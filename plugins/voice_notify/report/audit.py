@@ -205,6 +205,11 @@ def record_synthesis(conn: sa.Connection, results: Iterable[tuple[Any, Any]]) ->
 # -- reading ------------------------------------------------------------------------------
 
 
+def masked(value: Any) -> Any:
+    """``value`` with every phone-like run of digits masked, dates as ISO text (nested)."""
+    return _masked(value)
+
+
 def _masked(value: Any) -> Any:
     if isinstance(value, str):
         return _PHONE_LIKE.sub(lambda m: mask_phone(m.group(0)), value)

@@ -8,6 +8,8 @@ script, no web font, no CDN, so the page renders offline and from an S3 download
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -33,7 +35,19 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["pct"] = charts.percent
+    # JSON as people read it (Chinese as written); the page's autoescape still applies.
+    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False, sort_keys=True)
+    env.filters["when"] = _when
     return env
+
+
+def _when(value: Any) -> str:
+    """A timestamp to the second (the ledger's are naive UTC)."""
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, str) and len(value) > 19 and value[10] == "T":
+        return value[:19].replace("T", " ")
+    return "" if value is None else str(value)
 
 
 def _synthesis_rows(synthesis: Mapping[str, Any]) -> list[tuple[str, str]]:
