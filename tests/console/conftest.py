@@ -86,7 +86,7 @@ def console_server(campaign_run, tmp_path_factory: pytest.TempPathFactory):
     log = (state / "api-server.log").open("w")
     binary = Path(sys.executable).with_name("airflow")
     proc = subprocess.Popen(
-        [str(binary), "api-server", "--port", str(port), "--workers", "1"],
+        [str(binary), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
