@@ -62,8 +62,11 @@ class ReportFrames:
 
 def _frame(conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], day: dt.date):
     query = sa.select(*(table.c[name] for name in columns)).where(table.c.campaign_date == day)
-    result = conn.execute(query)
-    return pd.DataFrame.from_records(result.fetchall(), columns=list(columns))
+    rows = conn.execute(query).fetchall()
+    # Column-wise: several times faster than building the frame from row objects.
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+    frame = {name: pd.Series(v, dtype=object) for name, v in zip(columns, values, strict=True)}
+    return pd.DataFrame(frame)
 
 
 def load_frames(conn: sa.Connection, campaign_date: dt.date) -> ReportFrames:
@@ -193,13 +196,17 @@ def _voices(synthesis: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 def _items(ledger: pd.DataFrame) -> list[dict[str, Any]]:
     """Per notice, without customer data: what a person checks against the audio."""
-    columns = ["notice_id", "notice_type", "state", "reason_code", "outcome", "audio_key"]
-    view = ledger[columns].astype(object)
-    view = view.where(view.notna(), None)
-    records = view.to_dict("records")
-    for record in records:
-        record["notice_id"] = int(record["notice_id"])
-    return records
+    columns = ("notice_id", "notice_type", "state", "reason_code", "outcome", "audio_key")
+    values = [_plain(ledger[c]) for c in columns]
+    return [
+        {**dict(zip(columns, row, strict=True)), "notice_id": int(row[0])}
+        for row in zip(*values, strict=True)
+    ]
+
+
+def _plain(series: pd.Series) -> list[Any]:
+    """A column as Python values, missing ones as None (not NaN)."""
+    return series.astype(object).where(series.notna(), None).tolist()
 
 
 def campaign_report(frames: ReportFrames, campaign_date: dt.date) -> dict[str, Any]:
