@@ -192,6 +192,12 @@ def _serve_console(env: dict[str, str], state_dir: Path, date_text: str, port: i
     }
     binary = Path(sys.executable).with_name("airflow")
     log_path = state_dir / "logs" / "api-server.log"
+
+    def stop(signum, frame):  # SIGTERM (and SIGINT, also when started in the background)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             [str(binary), "api-server", "--host", "127.0.0.1", "--port", str(port)],
@@ -207,13 +213,16 @@ def _serve_console(env: dict[str, str], state_dir: Path, date_text: str, port: i
             print(f"notice console: {url}/voice-notify-console/notices?date={date_text}")
             print(f"  Airflow UI:   {url}/dags/{DAG_ID} (each run has Campaign notices / report)")
             print(f"  log in as operator / {password}   (API server log: {log_path})")
-            print("  the local S3 and the gateway simulator stay up with it; Ctrl-C stops all")
+            print(
+                "  the local S3 and the gateway simulator stay up with it; Ctrl-C stops all",
+                flush=True,
+            )
             proc.wait()
         except KeyboardInterrupt:
-            print("stopping the API server")
+            print("stopping the API server, the local S3 and the gateway", flush=True)
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
