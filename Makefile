@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # default-libmysqlclient-dev and pkg-config: mysqlclient (the MySQL provider) builds on them.
-SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium default-libmysqlclient-dev pkg-config
+# fonts-noto-cjk: Chinese text in the console's and the report's browser screenshots.
+SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium fonts-noto-cjk default-libmysqlclient-dev pkg-config
 
 # Passed through to the demo: GATEWAY_FAULTS (simulator fault mix, see README).
 export GATEWAY_FAULTS
@@ -14,7 +15,7 @@ export GATEWAY_FAULTS
 # installed with the product; it runs from the checkout.
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback bench-settle
+.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback bench-settle bench-report
 
 $(STAMP): requirements.txt pyproject.toml | system-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -32,8 +33,11 @@ system-deps:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# SERVE=1 (or SERVE=<port>) keeps a local Airflow API server up afterwards, with the
+# notice console at http://127.0.0.1:8080/voice-notify-console/ (Ctrl-C stops it).
 demo: install
-	$(PY) -m voice_notify_dev.demo $(if $(DATE),--date $(DATE)) $(if $(GATEWAY),--gateway $(GATEWAY))
+	$(PY) -m voice_notify_dev.demo $(if $(DATE),--date $(DATE)) $(if $(GATEWAY),--gateway $(GATEWAY)) \
+		$(if $(SERVE),--serve $(if $(filter 1 yes true,$(SERVE)),,$(SERVE)))
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -56,6 +60,11 @@ bench-text: install
 # Settling 100,000 ended calls in the ledger (PostgreSQL), set-based vs one by one.
 bench-settle: install
 	$(PY) -m voice_notify_dev.bench_settle
+
+# The campaign report of 100,000 ledger rows: build and render seconds (BENCH_URL: a
+# ledger database to fill, default a SQLite file).
+bench-report: install
+	$(PY) -m voice_notify_dev.bench_report --notices 100000 $(if $(BENCH_URL),--url $(BENCH_URL))
 
 # CRM write-back of 100,000 outcomes into PostgreSQL, bulk vs row by row.
 bench-writeback: install

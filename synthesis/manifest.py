@@ -23,10 +23,13 @@ class VoiceSpec:
 
     :param profile: the voice profile id (``standard`` is the engine's own voice)
     :param instruct: a dialect or tone instruction for engines that take one
+    :param emotion: the profile's enrolled emotion variant that speaks (``warm``,
+        ``serious``; None: the normal variant, ``prompt.wav``)
     """
 
     profile: str = "standard"
     instruct: str | None = None
+    emotion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,13 @@ def audio_key(engine_version: str, item: BatchItem, prefix: str = "audio") -> st
     Identical inputs (engine version, voice, seed, segments) give the identical
     key, which is what lets a resumed worker skip finished items.
     """
+    voice = asdict(item.voice)
+    if voice["emotion"] is None:
+        del voice["emotion"]  # the normal variant keeps the keys it had before variants
     material = json.dumps(
         {
             "engine": engine_version,
-            "voice": asdict(item.voice),
+            "voice": voice,
             "seed": item.seed,
             "segments": item.segments,
         },

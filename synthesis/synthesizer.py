@@ -300,7 +300,8 @@ class BatchSynthesizer:
         profile = item.voice.profile or STANDARD
         if profile == STANDARD and engine.needs_prompt:
             profile = self.options.house_voice
-        return self.voices.resolve(profile)
+        # The enrolled emotion variant the plan chose (None: normal, prompt.wav).
+        return self.voices.resolve(profile, getattr(item.voice, "emotion", None))
 
     def _material(
         self, engine: SynthesisEngine, voice: Any, instruct: Any, segment: Any

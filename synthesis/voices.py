@@ -6,6 +6,9 @@ voice; any other id resolves to assets under an S3 prefix::
     voices/<profile>/profile.json   {"consent_id": ..., "prompt_text": ..., "lang": ...,
                                      "espeak_variant": "f3" (optional)}
     voices/<profile>/prompt.wav     the consenting speaker's reference recording
+    voices/<profile>/prompt-<emotion>.wav  an enrolled emotion variant (warm, serious),
+                                     listed in profile.json's ``variants`` with its
+                                     ``prompt`` file and ``prompt_text``
 
 A profile without a recorded consent is refused (DESIGN: voice profiles only with a
 recorded consent). A full registry with versions is a later issue; here a profile's
@@ -51,6 +54,7 @@ class VoiceProfile:
     id: str
     fingerprint: str
     consent_id: str | None = None
+    emotion: str | None = None  # the emotion variant resolved (None: normal)
     prompt_text: str = ""
     lang: str = "cmn"
     espeak_variant: str | None = None
@@ -84,20 +88,24 @@ class VoiceLibrary:
         self._prefix = prefix.rstrip("/")
         self._resolved: dict[str, VoiceProfile | VoiceProfileError] = {}
 
-    def resolve(self, profile_id: str) -> VoiceProfile:
-        """The profile ``profile_id``; :class:`VoiceProfileError` when missing or unusable.
+    def resolve(self, profile_id: str, emotion: str | None = None) -> VoiceProfile:
+        """The profile ``profile_id`` speaking its ``emotion`` variant (None or ``normal``:
+        ``prompt.wav``); :class:`VoiceProfileError` when missing or unusable, with
+        ``voice_variant_missing`` for a variant the profile has not published.
 
         Storage outages are not caught here: they are transient and stop the batch.
         """
         if profile_id == STANDARD:
             return STANDARD_PROFILE
-        known = self._resolved.get(profile_id)
+        emotion = None if emotion in (None, "normal") else emotion
+        cache_key = f"{profile_id}/{emotion or 'normal'}"
+        known = self._resolved.get(cache_key)
         if known is None:
             try:
-                known = self._load(profile_id)
+                known = self._load(profile_id, emotion)
             except VoiceProfileError as exc:
                 known = exc
-            self._resolved[profile_id] = known
+            self._resolved[cache_key] = known
         if isinstance(known, VoiceProfileError):
             raise known
         return known
@@ -116,15 +124,33 @@ class VoiceLibrary:
                 "voice_profile_unreadable", f"{profile_id}/{name}: {exc}"
             ) from exc
 
-    def _load(self, profile_id: str) -> VoiceProfile:
+    def _variant(
+        self, profile_id: str, config: dict[str, Any], emotion: str | None
+    ) -> tuple[str, str]:
+        """``(prompt file, prompt text)`` of a variant (the normal one: the profile's own)."""
+        if emotion is None:
+            return "prompt.wav", config.get("prompt_text", "")
+        variant = (config.get("variants") or {}).get(emotion)
+        if not isinstance(variant, dict) or not variant.get("prompt"):
+            raise VoiceProfileError("voice_variant_missing", f"{profile_id}: no {emotion} variant")
+        prompt = str(variant["prompt"])
+        if "/" in prompt or not prompt.endswith(".wav"):
+            raise VoiceProfileError("voice_profile_unreadable", f"{profile_id}: bad {emotion}")
+        return prompt, variant.get("prompt_text", "")
+
+    def _load(self, profile_id: str, emotion: str | None = None) -> VoiceProfile:
         if not _PROFILE_ID.match(profile_id):
             raise VoiceProfileError("voice_profile_invalid", repr(profile_id)[:80])
         raw_json = self._fetch(profile_id, "profile.json")
-        raw_wav = self._fetch(profile_id, "prompt.wav")
         try:
             config: dict[str, Any] = json.loads(raw_json)
             if not isinstance(config, dict):
                 raise ValueError("profile.json is not an object")
+        except ValueError as exc:
+            raise VoiceProfileError("voice_profile_unreadable", f"{profile_id}: {exc}") from None
+        prompt_file, prompt_text = self._variant(profile_id, config, emotion)
+        raw_wav = self._fetch(profile_id, prompt_file)
+        try:
             audio, rate = sf.read(io.BytesIO(raw_wav), dtype="float32", always_2d=True)
         except (ValueError, RuntimeError, sf.LibsndfileError) as exc:
             raise VoiceProfileError("voice_profile_unreadable", f"{profile_id}: {exc}") from None
@@ -132,7 +158,7 @@ class VoiceLibrary:
             raise VoiceProfileError("voice_profile_unreadable", f"{profile_id}: prompt too short")
         if not config.get("consent_id"):
             raise VoiceProfileError("voice_profile_no_consent", profile_id)
-        if not str(config.get("prompt_text", "")).strip():
+        if not str(prompt_text).strip():
             raise VoiceProfileError("voice_profile_unreadable", f"{profile_id}: no prompt_text")
         fingerprint = hashlib.sha256(raw_json + b"\0" + raw_wav).hexdigest()[:16]
         local = self._workdir / profile_id / f"{fingerprint}.wav"
@@ -142,7 +168,8 @@ class VoiceLibrary:
             id=profile_id,
             fingerprint=fingerprint,
             consent_id=str(config["consent_id"]),
-            prompt_text=str(config["prompt_text"]),
+            emotion=emotion,
+            prompt_text=str(prompt_text),
             lang=str(config.get("lang", "cmn")),
             espeak_variant=config.get("espeak_variant"),
             prompt_wav=local,

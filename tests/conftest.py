@@ -131,3 +131,21 @@ def simulator(tmp_path: Path):
 
     with start_simulator(tmp_path / "gateway", seed=11, call_seconds=0.2) as sim:
         yield sim
+
+
+@pytest.fixture(scope="session")
+def campaign_run(tmp_path_factory: pytest.TempPathFactory, s3_endpoint):
+    """One demo campaign date run through the task functions (``tests.support.pipeline``),
+    shared by the report and console tests. A test that re-runs the date must leave the
+    ledger as it found it (every re-run does: that is what the report tests prove)."""
+    import datetime as dt
+
+    from tests.support import pipeline
+    from voice_notify_dev.simulator import start_simulator
+
+    state = tmp_path_factory.mktemp("campaign")
+    with start_simulator(state / "gateway", seed=7, call_seconds=0.2) as sim:
+        run = pipeline.prepare(state, s3_endpoint, sim.url, dt.date(2026, 11, 26))
+        with run.environment():
+            run.first_report = pipeline.run_date(run)
+        yield run

@@ -1,7 +1,8 @@
 -- Due notices for one campaign date: still 'due' in the CRM and due between the
 -- campaign date and the furthest look-ahead of any notice type. The plan step
 -- applies each type's own look-ahead. Edit joins and columns for your CRM; keep
--- the output column names.
+-- the output column names. birth_year (or a birth_date column instead) is optional:
+-- it picks the tone by age band (the campaign file's `tone`).
 SELECT
     n.id AS notice_id,
     n.notice_type,
@@ -12,7 +13,8 @@ SELECT
     c.phone,
     c.preferred_dialect,
     c.time_zone,
-    c.voice_opt_out
+    c.voice_opt_out,
+    c.birth_year
 FROM notices n
 JOIN customers c ON c.id = n.customer_id
 WHERE n.status = 'due'

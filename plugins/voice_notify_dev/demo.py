@@ -174,7 +174,72 @@ def _sip_matches(
     return [m.as_dict() for m in compare_answered_calls(state_dir / "sip" / "callee", sent)]
 
 
-def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simulator") -> int:
+def _serve_console(env: dict[str, str], state_dir: Path, date_text: str, port: int) -> None:
+    """``--serve``: a local Airflow API server with the console, until Ctrl-C.
+
+    Airflow's simple auth manager with one user, ``operator`` (role admin), whose password
+    is generated once into the demo's state folder and printed.
+    """
+    import secrets
+    import signal
+    import subprocess
+
+    passwords = state_dir / "airflow" / "console-passwords.json"
+    if not passwords.exists():
+        passwords.write_text(json.dumps({"operator": secrets.token_urlsafe(12)}))
+    password = json.loads(passwords.read_text())["operator"]
+    server_env = {
+        **env,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "operator:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
+    binary = Path(sys.executable).with_name("airflow")
+    log_path = state_dir / "logs" / "api-server.log"
+
+    def stop(signum, frame):  # SIGTERM (and SIGINT, also when started in the background)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [str(binary), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            localrun.wait_http(f"{url}/api/v2/monitor/health", 180, proc)
+            print()
+            print(f"notice console: {url}/voice-notify-console/notices?date={date_text}")
+            print(f"  Airflow UI:   {url}/dags/{DAG_ID} (each run has Campaign notices / report)")
+            print(f"  log in as operator / {password}   (API server log: {log_path})")
+            print(
+                "  the local S3 and the gateway simulator stay up with it; Ctrl-C stops all",
+                flush=True,
+            )
+            proc.wait()
+        except KeyboardInterrupt:
+            print("stopping the API server, the local S3 and the gateway", flush=True)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+def run(
+    state_dir: Path,
+    campaign_date: dt.date,
+    seed: int,
+    gateway: str = "simulator",
+    serve_port: int | None = None,
+) -> int:
     started = time.monotonic()
     state_dir.mkdir(parents=True, exist_ok=True)
     crm_path = state_dir / "crm.sqlite"
@@ -232,7 +297,16 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simu
         new_attempts = [a for a in _call_attempts(crm_url) if a.id not in attempts_before]
         if gateway == "sip":
             matches = _sip_matches(state_dir, s3, new_attempts)
+        _summary(state, reconcile_state, copied, new_attempts, gateway, matches, out_dir, started)
+        if serve_port is not None:
+            _serve_console(env, state_dir, date_text, serve_port)
+    ok = state == reconcile_state == "success" and all(m["matches"] for m in matches)
+    return 0 if ok else 1
+
+
+def _summary(state, reconcile_state, copied, new_attempts, gateway, matches, out_dir, started):
     report = copied["report"]
+    date_text = report["campaign_date"]
     wall = time.monotonic() - started
     print()
     print(
@@ -266,8 +340,6 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simu
                 f"{'' if m['matches'] else '  MISMATCH ' + str(m['problem'])}"
             )
         (out_dir / "sip_matches.json").write_text(json.dumps(matches, indent=2))
-    ok = state == reconcile_state == "success" and all(m["matches"] for m in matches)
-    return 0 if ok else 1
 
 
 def _all_settled(crm_url: str, campaign_date: dt.date) -> bool:
@@ -291,11 +363,21 @@ def main(argv: list[str] | None = None) -> int:
         default="simulator",
         help="simulator (HTTP protocol) or sip (SIP trunk calls to a local baresip callee)",
     )
+    parser.add_argument(
+        "--serve",
+        nargs="?",
+        type=int,
+        const=8080,
+        default=None,
+        metavar="PORT",
+        help="afterwards keep a local Airflow API server up (default port 8080) with the "
+        "notice console, the local S3 and the gateway, until Ctrl-C",
+    )
     args = parser.parse_args(argv)
     if shutil.which("espeak-ng") is None:
         print("espeak-ng is missing: run `make demo` (it installs it) or apt-get install espeak-ng")
         return 2
-    return run(args.state_dir.resolve(), args.date, args.seed, args.gateway)
+    return run(args.state_dir.resolve(), args.date, args.seed, args.gateway, args.serve)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def _stock(engine: sa.Engine) -> int:
         )
         ledger_id = conn.execute(sa.select(schema.dispatch_ledger.c.id)).scalar_one()
         decision = vp.consent_for(conn, "agent-a", "repayment_reminder", "cmn", DAY)
-        audit.record_voice_choice(conn, ledger_id, 42, DAY, decision, instruct="warm")
+        audit.record_voice_choice(
+            conn, ledger_id, 42, DAY, decision, instruct="sichuan", emotion="warm"
+        )
         for attempt, outcome in ((1, "no_answer"), (2, "confirmed")):
             conn.execute(
                 schema.call_attempts.insert(),
@@ -82,8 +84,9 @@ def _stock(engine: sa.Engine) -> int:
             labels={"implicit": {"Label": "1", "ContentProducer": "voice-notify"}},
             qc={"similarity": 0.95},
             synth_seconds=0.8,
+            master_key="masters/ab/ab12.wav",
         )
-        audit.record_synthesis(conn, rows, {ledger_id: result}, {ledger_id: ("agent-a", "warm")})
+        audit.record_synthesis(conn, [(rows[0], result)])
         conn.execute(
             schema.audio_deletions.insert(),
             {
@@ -111,6 +114,8 @@ def test_audit_view_gives_voice_consent_synthesis_and_attempts(db_engine) -> Non
     assert record["voice"]["consent_id"] == "c-a"
     assert record["voice"]["consent_document_ref"] == "dms://c-a"
     assert record["voice"]["consent_revoked_at"] is None
+    assert (record["voice"]["instruct"], record["voice"]["emotion"]) == ("sichuan", "warm")
+    assert record["synthesis"]["master_key"] == "masters/ab/ab12.wav"
     synthesis = record["synthesis"]
     assert (synthesis["engine"], synthesis["seed"], synthesis["fallback"]) == (
         "espeak-ng 1.51",

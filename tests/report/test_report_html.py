@@ -3,54 +3,64 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 
-from synthesis.manifest import ResultItem
-from voice_notify.report.campaign import campaign_report
+from voice_notify.report.campaign import campaign_report, frames_from_records
 from voice_notify.report.html import render
 
 DAY = dt.date(2026, 11, 26)
-Row = namedtuple("Row", "id notice_id notice_type locale state reason_code outcome audio_key")
-Attempt = namedtuple("Attempt", "call_id outcome")
+LEDGER = ("id", "notice_id", "notice_type", "locale", "state", "reason_code", "outcome")
+LEDGER += ("audio_key",)
 
 
 def _campaign():
     rows = [
-        Row(1, 101, "repayment_reminder", "cmn", "completed", None, "confirmed", "audio/a.wav"),
-        Row(2, 102, "repayment_reminder", "cmn", "failed", "no_answer", "no_answer", "audio/b"),
-        Row(3, 103, "pension_arrival", "yue", "completed", None, "completed", "audio/c.wav"),
-        Row(4, 104, "pension_arrival", "yue", "skipped", "opted_out", None, None),
-        Row(5, 105, "policy_renewal", "en", "skipped", "invalid_phone", None, None),
-        Row(6, 106, "policy_renewal", "cmn", "synthesized", None, None, "audio/d.wav"),
+        (1, 101, "repayment_reminder", "cmn", "completed", None, "confirmed", "audio/a.wav"),
+        (2, 102, "repayment_reminder", "cmn", "failed", "no_answer", "no_answer", "audio/b"),
+        (3, 103, "pension_arrival", "yue", "completed", None, "completed", "audio/c.wav"),
+        (4, 104, "pension_arrival", "yue", "skipped", "opted_out", None, None),
+        (5, 105, "policy_renewal", "en", "skipped", "invalid_phone", None, None),
+        (6, 106, "policy_renewal", "cmn", "synthesized", None, None, "audio/d.wav"),
     ]
     attempts = [
-        Attempt("c1", "confirmed"),
-        Attempt("c2", "no_answer"),
-        Attempt("c3", "no_answer"),
-        Attempt("c4", "completed"),
+        {"ledger_id": 1, "attempt": 1, "call_id": "c1", "outcome": "confirmed"},
+        {"ledger_id": 2, "attempt": 1, "call_id": "c2", "outcome": "no_answer"},
+        {"ledger_id": 2, "attempt": 2, "call_id": "c3", "outcome": "no_answer"},
+        {"ledger_id": 3, "attempt": 1, "call_id": "c4", "outcome": "completed"},
     ]
-    results = {
-        1: ResultItem(1, 101, "ok", "cosyvoice3", 1, "audio/a.wav", 10.0, synth_seconds=2.0,
-                      speech_audio_s=10.0, cached_audio_s=4.0, engine_seconds=1.5),
-        2: ResultItem(2, 102, "ok", "espeak", 2, "audio/b", 8.0, fallback=True,
-                      synth_seconds=0.5, speech_audio_s=8.0, cached_audio_s=0.0),
-        3: ResultItem(3, 103, "ok", "cosyvoice3", 3, "audio/c.wav", 9.0, resumed=True),
-        6: ResultItem(6, 106, "failed", "cosyvoice3", 6, error_code="qc_similarity",
-                      synth_seconds=1.0),
-    }  # fmt: skip
-    return rows, attempts, results
+    synthesis = [
+        {"ledger_id": 1, "voice_profile": "agent-a", "emotion": "serious",
+         "synthesis_status": "ok", "engine": "cosyvoice3", "fallback": False, "resumed": False,
+         "duration_s": 10.0, "synth_seconds": 2.0, "speech_audio_s": 10.0,
+         "cached_audio_s": 4.0, "engine_seconds": 1.5},
+        {"ledger_id": 2, "voice_profile": "agent-a", "emotion": "serious",
+         "synthesis_status": "ok", "engine": "espeak", "fallback": True, "resumed": False,
+         "duration_s": 8.0, "synth_seconds": 0.5, "speech_audio_s": 8.0, "cached_audio_s": 0.0},
+        {"ledger_id": 3, "voice_profile": "standard", "synthesis_status": "ok",
+         "engine": "cosyvoice3", "resumed": True, "duration_s": 9.0},
+        {"ledger_id": 6, "voice_profile": "agent-b", "emotion": "normal",
+         "synthesis_status": "failed", "engine": "cosyvoice3", "error_code": "qc_similarity",
+         "synth_seconds": 1.0},
+        # Chosen at plan time, not synthesized yet: a voice, no synthesis figures.
+        {"ledger_id": 7, "voice_profile": "agent-b", "emotion": "warm"},
+    ]  # fmt: skip
+    return [dict(zip(LEDGER, r, strict=True)) for r in rows], attempts, synthesis
+
+
+def _report(synthesis: bool = True):
+    rows, attempts, results = _campaign()
+    return campaign_report(frames_from_records(rows, attempts, results if synthesis else []), DAY)
 
 
 def test_report_rates_and_synthesis_figures() -> None:
-    rows, attempts, results = _campaign()
-    body = campaign_report(rows, attempts, DAY, results)
+    body = _report()
     cmn = body["rates_by_locale"]["cmn"]
     assert (cmn["notices"], cmn["called"], cmn["reached"]) == (3, 2, 1)
     assert cmn["reached_rate"] == 0.5 and cmn["call_rate"] == 0.6667
@@ -65,11 +75,24 @@ def test_report_rates_and_synthesis_figures() -> None:
     # The fields the JSON had before are unchanged.
     assert body["by_outcome"] == {"completed": 1, "confirmed": 1, "no_answer": 1}
     assert body["calls"] == 4 and body["notices"] == 6
+    assert body["voices"] == {
+        "agent-a": {"serious": 2},
+        "agent-b": {"normal": 1, "warm": 1},
+        "standard": {"-": 1},
+    }
+    assert body["items"][0] == {
+        "notice_id": 101,
+        "notice_type": "repayment_reminder",
+        "state": "completed",
+        "reason_code": None,
+        "outcome": "confirmed",
+        "audio_key": "audio/a.wav",
+    }
+    json.dumps(body)  # plain Python values only
 
 
 def test_html_is_self_contained_with_inline_svg_charts() -> None:
-    rows, attempts, results = _campaign()
-    page = render(campaign_report(rows, attempts, DAY, results))
+    page = render(_report())
     assert page.startswith("<!DOCTYPE html>") and "campaign 2026-11-26" in page
     assert "<script" not in page.lower()
     # Nothing to fetch: no external URL anywhere (the SVG namespace is an identifier).
@@ -86,8 +109,9 @@ def test_html_is_self_contained_with_inline_svg_charts() -> None:
 
 def test_html_escapes_what_it_shows() -> None:
     rows, attempts, _ = _campaign()
-    rows.append(Row(9, 109, "<b>x</b>", "cmn", "skipped", "<script>", None, None))
-    page = render(campaign_report(rows, attempts, DAY, None))
+    bad = (9, 109, "<b>x</b>", "cmn", "skipped", "<script>", None, None)
+    rows.append(dict(zip(LEDGER, bad, strict=True)))
+    page = render(campaign_report(frames_from_records(rows, attempts), DAY))
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "No synthesis results" in page
 
@@ -95,9 +119,8 @@ def test_html_escapes_what_it_shows() -> None:
 def test_page_renders_offline_in_headless_chromium(tmp_path: Path) -> None:
     # `make test` installs chromium (system-deps): missing means a broken setup.
     assert shutil.which("chromium"), "chromium is not installed; run `make system-deps`"
-    rows, attempts, results = _campaign()
     page = tmp_path / "report.html"
-    page.write_text(render(campaign_report(rows, attempts, DAY, results)), encoding="utf-8")
+    page.write_text(render(_report()), encoding="utf-8")
     shot = tmp_path / "report.png"
     subprocess.run(
         [

@@ -18,9 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
-from synthesis.manifest import BatchItem, parse_lines, parse_results
+from synthesis.manifest import parse_results
 from synthesis.worker import EXIT_OK
 from voice_notify import ledger, retention
 from voice_notify.airflow import hooks, storage
@@ -30,11 +28,11 @@ from voice_notify.dial import dialer, ratelimit
 from voice_notify.dial.results import record_synthesis
 from voice_notify.extract import due_notices
 from voice_notify.gateway import GatewayTransientError
-from voice_notify.plan import batches, eligibility
+from voice_notify.plan import batches, eligibility, trail
 from voice_notify.plan.campaigns import CampaignConfig, load_campaign_config
-from voice_notify.plan.voices import assign_voices
+from voice_notify.plan.voices import assign_voices, customer_ages
 from voice_notify.report import audit
-from voice_notify.report.campaign import campaign_report
+from voice_notify.report.campaign import load_report
 from voice_notify.report.html import render
 from voice_notify.settings import get_settings
 from voice_notify.settle import outcomes, writeback
@@ -86,20 +84,12 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
     with engine.begin() as conn:
         # Consent is read when the plan is made: a revocation counts from the next plan.
         book = voice_profiles.load_consent_book(conn)
-        decisions = assign_voices(decisions, book, config, campaign_date)
+        ages = customer_ages(notices, campaign_date)
+        decisions = assign_voices(decisions, book, config, campaign_date, ages)
+        trail.record_plan_trail(conn, decisions, campaign_date, config)
         waiting = batches.record_decisions(conn, decisions, campaign_date)
         by_notice = {d.notice_id: d for d in decisions}
-        for row in waiting:
-            decision = by_notice[row.notice_id]
-            if decision.consent is not None:
-                audit.record_voice_choice(
-                    conn,
-                    row.id,
-                    row.notice_id,
-                    campaign_date,
-                    decision.consent,
-                    decision.voice.instruct,
-                )
+        audit.record_voice_choices(conn, audit.voice_choices(waiting, by_notice, campaign_date))
     items = batches.batch_items(waiting, by_notice, campaign_date)
     keys = []
     for index, batch in enumerate(batches.chunk(items, batch_size)):
@@ -282,44 +272,16 @@ def redial_due(dates: list[dt.date]) -> dict[str, Any]:
     return counts.as_dict()
 
 
-def synthesis_of_date(
-    campaign_date: dt.date,
-) -> tuple[dict[int, Any], dict[int, tuple[str, str | None]]]:
-    """The worker's results and each item's voice, from a date's manifests in S3.
-
-    Returns ``({ledger_id: ResultItem}, {ledger_id: (profile, instruct)})`` over every
-    campaign of the date (``campaigns/<date>/<campaign>/{batches,results}/``).
-    """
-    prefix = f"campaigns/{campaign_date.isoformat()}/"
-    keys = storage.s3_hook().list_keys(bucket_name=get_settings().bucket, prefix=prefix) or []
-    results: dict[int, Any] = {}
-    voices: dict[int, tuple[str, str | None]] = {}
-    for key in sorted(keys):
-        if "/results/" in key and key.endswith(".jsonl"):
-            results.update(parse_results(storage.read_bytes(key)))
-        elif "/batches/" in key and key.endswith(".jsonl"):
-            for line in parse_lines(storage.read_bytes(key)):
-                item = BatchItem.from_json(line)
-                voices[item.ledger_id] = (item.voice.profile, item.voice.instruct)
-    return results, voices
-
-
 def report(campaign_date: dt.date) -> dict[str, Any]:
-    """The date's report as JSON (machines) and HTML (people) beside it, rewritten each time;
-    also records each notice's synthesis in the audit table (``voice_notify.report.audit``)."""
+    """The date's report as JSON (machines) and HTML (people) beside it, rewritten each time.
 
-    engine = _ledger_engine()
-    with engine.connect() as conn:
-        rows = ledger.rows_for_date(conn, campaign_date)
-        attempts = conn.execute(
-            sa.select(schema.call_attempts).where(
-                schema.call_attempts.c.campaign_date == campaign_date
-            )
-        ).all()
-    results, voices = synthesis_of_date(campaign_date)
-    with engine.begin() as conn:
-        audit.record_synthesis(conn, rows, results, voices)
-    body = campaign_report(rows, attempts, campaign_date, results)
+    Built from the ledger database alone (ledger rows, call attempts, the synthesis results
+    the dial step recorded): every run of the date, whatever S3 still holds, gives the same
+    report. Reads only.
+    """
+
+    with _ledger_engine().connect() as conn:
+        body = load_report(conn, campaign_date)
     key = storage.write_bytes(
         storage.report_key(campaign_date),
         json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8"),

@@ -10,6 +10,7 @@ change here goes with a new migration there.
   cross-worker pacing and per-customer locks (``gateway_pacing``, ``customer_dial_locks``);
 - the voice registry: ``voice_profiles``, ``voice_consents``, ``voice_enrollments``;
 - the audit: ``notice_voice_audit`` and the view ``notice_audit`` over them all;
+- the decision trail: ``notice_decisions`` (every gate check, at plan and dial time);
 - retention: ``audio_deletions``.
 """
 
@@ -217,11 +218,47 @@ notice_voice_audit = sa.Table(
     sa.Column("speech_audio_s", sa.Float),
     sa.Column("cached_audio_s", sa.Float),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # Added by migration 0004 (the console and the report read them): the emotion variant
+    # chosen at plan time and why, and the rest of the worker's result, recorded when the
+    # dial step records a batch's results (the report only reads).
+    sa.Column("emotion", sa.String(16)),
+    sa.Column("tone_rule", sa.String(64)),
+    sa.Column("master_key", sa.String(255)),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("engine_seconds", sa.Float),
+    sa.Column("resumed", sa.Boolean),
+    sa.Column("render_attempts", sa.Integer),
     sa.Index("ix_voice_audit_notice", "notice_id", "campaign_date"),
+    sa.Index("ix_voice_audit_date", "campaign_date"),
+)
+
+# The decision trail: one row per gate evaluation of a notice (the plan's eligibility,
+# voice and tone checks; each dial-time gate), its checks as a JSON list in order
+# (``[{"check": ..., "result": allow|skip|wait|not_reached, "reason": ..., "detail": ...}]``).
+# Written set-based; an identical re-evaluation (same stage, attempt and verdict) is kept
+# once, a changed one is added, so the trail shows what changed between runs.
+notice_decisions = sa.Table(
+    "notice_decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("notice_id", sa.Integer, nullable=False),
+    sa.Column("campaign_date", sa.Date, nullable=False),
+    sa.Column("stage", sa.String(8), nullable=False),  # plan | dial
+    sa.Column("attempt", sa.Integer, nullable=False),  # 0 at plan time
+    sa.Column("verdict", sa.String(80), nullable=False),  # "<result>:<reason code>"
+    sa.Column("result", sa.String(16), nullable=False),
+    sa.Column("reason_code", sa.String(64)),
+    sa.Column("checks", sa.Text, nullable=False),  # JSON list
+    sa.Column("decided_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint(
+        "notice_id", "campaign_date", "stage", "attempt", "verdict", name="uq_notice_decision"
+    ),
+    sa.Index("ix_notice_decisions_date", "campaign_date", "notice_id"),
 )
 
 # The view ``notice_audit`` (one row per ledger row and call attempt, with the voice,
-# consent and audio deletion): created by migration 0001, changed only by a migration.
+# consent and audio deletion): created by migration 0001, extended by 0004; changed only
+# by a migration.
 AUDIT_VIEW = "notice_audit"
 
 

@@ -55,6 +55,27 @@ def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, keys: Seque
     raise ValueError(f"unsupported ledger database dialect {dialect!r}")
 
 
+def upsert(conn: sa.Connection, table: sa.Table, keys: Sequence[str], update: Sequence[str]):
+    """An INSERT that, for a row whose unique ``keys`` exist, sets only the ``update`` columns
+    from the new values instead; one statement, executed with many rows at once."""
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+        )
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert
+
+        stmt = insert(table)
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+    raise ValueError(f"unsupported ledger database dialect {dialect!r}")
+
+
 @cache
 def _read_sql(path: Path) -> str:
     return path.read_text(encoding="utf-8")

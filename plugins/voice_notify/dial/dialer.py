@@ -34,7 +34,7 @@ from voice_notify.gateway.base import (
 )
 from voice_notify.ledger import LedgerState
 from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
-from voice_notify.plan import compliance
+from voice_notify.plan import compliance, trail
 from voice_notify.plan.campaigns import CampaignConfig
 from voice_notify.plan.compliance import GateResult
 from voice_notify.reasons import Reason
@@ -125,6 +125,7 @@ class _Dialer:
         self.history: dict[int, list[compliance.PastAttempt]] = {}
         self.blocked: set[str] = set()
         self.claimed_elsewhere: set[int] = set()
+        self.trail: list[trail.GateEvaluation] = []  # every gate answer, written at the end
 
     def run(self, rows: Sequence[sa.Row], contacts: Mapping[int, Any]) -> DialCounts:
         now = self.ctx.now()
@@ -150,7 +151,17 @@ class _Dialer:
                 self._resume(row, contact, number)
             elif row.state == LedgerState.SYNTHESIZED:
                 self._dial(row, contact, number)
+        with self.engine.begin() as conn:
+            trail.record_evaluations(conn, self.trail)
         return self.counts
+
+    def _note(self, row: sa.Row, verdict: compliance.Verdict) -> None:
+        """Keep the gate's answer for the decision trail (``notice_decisions``)."""
+        self.trail.append(
+            trail.dial_evaluation(
+                row, verdict.kind.value, verdict.reason, _naive_utc(self.ctx.now()), verdict.until
+            )
+        )
 
     def _gate(self, row: sa.Row, contact: Any, number: str | None) -> compliance.Verdict:
         """The dial-time compliance gate for one row."""
@@ -190,6 +201,7 @@ class _Dialer:
             self.counts.note("redial_not_due")
             return
         verdict = self._gate(row, contact, number)
+        self._note(row, verdict)
         if verdict.kind is GateResult.SKIP:
             self._end(row, LedgerState.SKIPPED, verdict.reason)
             return
@@ -383,6 +395,7 @@ class _Dialer:
         # The gateway never accepted it: sending with the same key is safe, if
         # the customer may still be called (time has passed).
         verdict = self._gate(row, contact, number)
+        self._note(row, verdict)
         if verdict.kind is GateResult.SKIP:
             self._end(row, LedgerState.FAILED, verdict.reason, outcome=Outcome.NOT_SENT)
             return

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from voice_notify.voices.registry import EMOTIONS
+
 
 def _time(text: str) -> dt.time | None:
     """``HH:MM``; ``24:00`` is the end of the day (None)."""
@@ -128,12 +130,18 @@ class NoticeTypeConfig:
     # contract, a legal obligation, or the customer's own consent, which the CRM
     # must then show (``voice_consent`` on the extracted row).
     consent_basis: str = "contract"
+    # The enrolled emotion variant a cloned voice speaks this notice type in:
+    # ``{"default": emotion, <age band>: emotion}`` (absent: the normal variant).
+    tone: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.lookahead_days <= 60:
             raise ValueError(f"{self.name}: lookahead_days must be within 0..60")
         if self.consent_basis not in CONSENT_BASES:
             raise ValueError(f"{self.name}: consent_basis must be one of {sorted(CONSENT_BASES)}")
+        unknown = sorted(set(self.tone.values()) - set(EMOTIONS))
+        if unknown:
+            raise ValueError(f"{self.name}: tone names {unknown}; variants are {list(EMOTIONS)}")
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,16 @@ class CampaignConfig:
     caps: Caps
     campaigns: dict[str, tuple[str, ...]]
     notice_types: dict[str, NoticeTypeConfig]
+    # Age bands by the customer's age on the campaign date: ``(band, minimum age)``,
+    # oldest first; a customer younger than every band, or without a birth date, has none.
+    age_bands: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
+        bands = {name for name, _ in self.age_bands}
+        for notice_type in self.notice_types.values():
+            unknown = sorted(set(notice_type.tone) - bands - {"default"})
+            if unknown:
+                raise ValueError(f"{notice_type.name}: tone names unknown age bands {unknown}")
         for campaign, types in self.campaigns.items():
             unknown = set(types) - set(self.notice_types)
             if unknown:
@@ -166,6 +182,25 @@ class CampaignConfig:
     def max_lookahead_days(self) -> int:
         return max(t.lookahead_days for t in self.notice_types.values())
 
+    def age_band(self, age: int | None) -> str | None:
+        """The band of a customer of ``age`` years (None: no birth date, or below every band)."""
+        if age is None:
+            return None
+        return next((name for name, minimum in self.age_bands if age >= minimum), None)
+
+    def tone_for(self, notice_type: str, age: int | None) -> tuple[str, str]:
+        """The emotion variant for a notice type and customer age, and the rule that chose it.
+
+        The age band's entry wins over ``default``; without either, ``normal``.
+        """
+        tone = self.notice_types[notice_type].tone if notice_type in self.notice_types else {}
+        band = self.age_band(age)
+        if band is not None and band in tone:
+            return tone[band], f"{notice_type}: {band}"
+        if "default" in tone:
+            return tone["default"], f"{notice_type}: default"
+        return "normal", "no tone configured"
+
 
 def _caps(raw: dict[str, Any] | None) -> Caps:
     raw = raw or {}
@@ -173,6 +208,13 @@ def _caps(raw: dict[str, Any] | None) -> Caps:
     if unknown:
         raise ValueError(f"unknown caps {sorted(unknown)}")
     return Caps(**{k: int(v) for k, v in raw.items()})
+
+
+def _age_bands(raw: dict[str, Any] | None) -> tuple[tuple[str, int], ...]:
+    bands = tuple(sorted(((str(k), int(v)) for k, v in (raw or {}).items()), key=lambda b: -b[1]))
+    if any(minimum < 0 for _, minimum in bands):
+        raise ValueError("age_bands: minimum ages are 0 or more")
+    return bands
 
 
 def _redial(raw: dict[str, Any] | None) -> RedialPolicy:
@@ -217,7 +259,9 @@ def load_campaign_config(path: Path) -> CampaignConfig:
                 voice_profile=cfg.get("voice_profile"),
                 standard_voice_fallback=bool(cfg.get("standard_voice_fallback", True)),
                 consent_basis=str(cfg.get("consent_basis", "<missing>")),
+                tone={str(k): str(v) for k, v in (cfg.get("tone") or {}).items()},
             )
             for name, cfg in raw["notice_types"].items()
         },
+        age_bands=_age_bands(raw.get("age_bands")),
     )

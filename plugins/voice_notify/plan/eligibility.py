@@ -36,6 +36,7 @@ class Decision:
     dialect: str | None = None
     voice: VoiceSpec = field(default_factory=VoiceSpec)
     consent: Any = None  # voice_profiles.ConsentDecision of a cloned voice
+    tone_rule: str | None = None  # why ``voice.emotion`` (plan.voices.assign_voices)
 
     @property
     def planned(self) -> bool:

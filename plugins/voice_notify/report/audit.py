@@ -2,10 +2,11 @@
 
 Two parts in the ledger database:
 
-- table ``notice_voice_audit``, one row per ledger row: the voice profile and consent
-  id chosen at plan time (:func:`record_voice_choice`), and what the worker reported
-  (engine, seed, fallback, labels, QC, synthesis seconds; :func:`record_synthesis`,
-  filled by the ``report`` step from the result manifests);
+- table ``notice_voice_audit``, one row per ledger row: the voice profile, consent id,
+  emotion variant and the tone rule that chose it, at plan time
+  (:func:`record_voice_choices`), and what the worker reported (engine, seed, fallback,
+  labels, QC, seconds, master; :func:`record_synthesis`, written where the dial step
+  records a batch's results). Both are set-based; the report only reads;
 - view ``notice_audit`` (created by migration 0001): the ledger row joined with that row, the
   consent record, every call attempt (one view row per attempt) and the audio's
   deletion by the retention DAG.
@@ -26,13 +27,14 @@ import datetime as dt
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from voice_notify.db import schema
-from voice_notify.db.sql import insert_ignoring_duplicates
+from voice_notify.db.sql import upsert
 from voice_notify.phone import mask_phone
 from voice_notify.voices import registry as voice_profiles
 
@@ -44,20 +46,75 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _upsert(conn: sa.Connection, key: Mapping[str, Any], values: Mapping[str, Any]) -> None:
-    """Insert the row if absent, then set ``values`` (fields left None are not touched)."""
+_CHUNK = 5000
+
+
+def _upsert_many(conn: sa.Connection, rows: list[dict[str, Any]], update: Sequence[str]) -> int:
+    """Insert audit rows, or set ``update`` on the ones that exist: set-based, in chunks."""
+    if not rows:
+        return 0
+    statement = upsert(conn, schema.notice_voice_audit, ("ledger_id",), (*update, "updated_at"))
+    for start in range(0, len(rows), _CHUNK):
+        conn.execute(statement, rows[start : start + _CHUNK])
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class VoiceChoice:
+    """What the plan chose for one ledger row: the voice, the consent relied on (None for
+    the standard voice), the dialect instruct, and the emotion variant and its rule."""
+
+    ledger_id: int
+    notice_id: int
+    campaign_date: dt.date
+    voice_profile: str
+    consent_id: str | None = None
+    instruct: str | None = None
+    emotion: str | None = None
+    tone_rule: str | None = None
+
+
+_CHOICE_FIELDS = ("voice_profile", "consent_id", "instruct", "emotion", "tone_rule")
+
+
+def record_voice_choices(conn: sa.Connection, choices: Iterable[VoiceChoice]) -> int:
+    """The plan's voice choices, set-based; a re-plan of a row replaces its choice."""
     now = _utcnow()
-    conn.execute(
-        insert_ignoring_duplicates(conn, schema.notice_voice_audit, ("ledger_id",)),
-        {**key, "updated_at": now},
-    )
-    changes = {k: v for k, v in values.items() if v is not None}
-    if changes:
-        conn.execute(
-            schema.notice_voice_audit.update()
-            .where(schema.notice_voice_audit.c.ledger_id == key["ledger_id"])
-            .values(**changes, updated_at=now)
+    rows = [
+        {
+            "ledger_id": c.ledger_id,
+            "notice_id": c.notice_id,
+            "campaign_date": c.campaign_date,
+            **{name: getattr(c, name) for name in _CHOICE_FIELDS},
+            "updated_at": now,
+        }
+        for c in choices
+    ]
+    return _upsert_many(conn, rows, _CHOICE_FIELDS)
+
+
+def voice_choices(
+    rows: Iterable[sa.Row], decisions: Mapping[int, Any], campaign_date: dt.date
+) -> list[VoiceChoice]:
+    """The choice of every waiting ledger row from its plan decision (``by notice id``)."""
+    out = []
+    for row in rows:
+        decision = decisions[row.notice_id]
+        consent = decision.consent
+        cloned = consent is not None and consent.allowed
+        out.append(
+            VoiceChoice(
+                ledger_id=row.id,
+                notice_id=row.notice_id,
+                campaign_date=campaign_date,
+                voice_profile=decision.voice.profile,
+                consent_id=consent.consent_id if cloned else None,
+                instruct=decision.voice.instruct,
+                emotion=(decision.voice.emotion or "normal") if cloned else None,
+                tone_rule=decision.tone_rule if cloned else None,
+            )
         )
+    return out
 
 
 def record_voice_choice(
@@ -67,60 +124,90 @@ def record_voice_choice(
     campaign_date: dt.date,
     decision: voice_profiles.ConsentDecision,
     instruct: str | None = None,
+    emotion: str | None = None,
 ) -> None:
-    """What the plan chose for a notice: the profile and the consent it relied on."""
-    _upsert(
+    """One row's choice of a cloned voice and the consent it relied on (a refused consent
+    is not recorded as relied on)."""
+    record_voice_choices(
         conn,
-        {"ledger_id": ledger_id, "notice_id": notice_id, "campaign_date": campaign_date},
-        {
-            "voice_profile": decision.profile_id or None,
-            "consent_id": decision.consent_id,
-            "instruct": instruct,
-        },
+        [
+            VoiceChoice(
+                ledger_id,
+                notice_id,
+                campaign_date,
+                decision.profile_id or "standard",
+                decision.consent_id if decision.allowed else None,
+                instruct,
+                emotion,
+            )
+        ],
     )
 
 
-def record_synthesis(
-    conn: sa.Connection,
-    rows: Iterable[sa.Row],
-    results: Mapping[int, Any],
-    voices: Mapping[int, tuple[str, str | None]] | None = None,
-) -> int:
-    """Store the worker's result per ledger row (``ResultItem`` by ledger id).
+_RESULT_FIELDS = (
+    "engine",
+    "seed",
+    "fallback",
+    "synthesis_status",
+    "error_code",
+    "labels",
+    "qc",
+    "synth_seconds",
+    "speech_audio_s",
+    "cached_audio_s",
+    "master_key",
+    "duration_s",
+    "engine_seconds",
+    "resumed",
+    "render_attempts",
+)
 
-    :param voices: ``{ledger_id: (profile, instruct)}`` from the batch manifests
+
+def _json(value: Any) -> str | None:
+    return json.dumps(value, ensure_ascii=False) if value else None
+
+
+def record_synthesis(conn: sa.Connection, results: Iterable[tuple[Any, Any]]) -> int:
+    """The worker's result of each ledger row, set-based: ``(ledger row, ResultItem)`` pairs.
+
+    Called where a batch's results are recorded (``voice_notify.dial.results``), once per
+    row when the row leaves ``planned``, so a later resumed rendering never replaces the
+    figures of the one that made the audio. The plan's voice choice is left as it is.
     """
-    voices = voices or {}
-    stored = 0
-    for row in rows:
-        result = results.get(row.id)
-        profile, instruct = voices.get(row.id, (None, None))
-        if result is None and profile is None:
-            continue
-        values: dict[str, Any] = {"voice_profile": profile, "instruct": instruct}
-        if result is not None:
-            values.update(
-                engine=result.engine,
-                seed=result.seed,
-                fallback=bool(result.fallback),
-                synthesis_status=result.status,
-                error_code=result.error_code,
-                labels=json.dumps(result.labels, ensure_ascii=False) if result.labels else None,
-                qc=json.dumps(result.qc, ensure_ascii=False) if result.qc else None,
-                synth_seconds=result.synth_seconds,
-                speech_audio_s=result.speech_audio_s,
-                cached_audio_s=result.cached_audio_s,
-            )
-        _upsert(
-            conn,
-            {"ledger_id": row.id, "notice_id": row.notice_id, "campaign_date": row.campaign_date},
-            values,
-        )
-        stored += 1
-    return stored
+    now = _utcnow()
+    rows = [
+        {
+            "ledger_id": row.id,
+            "notice_id": row.notice_id,
+            "campaign_date": row.campaign_date,
+            "engine": result.engine,
+            "seed": result.seed,
+            "fallback": bool(result.fallback),
+            "synthesis_status": result.status,
+            "error_code": result.error_code,
+            "labels": _json(result.labels),
+            "qc": _json(result.qc),
+            "synth_seconds": result.synth_seconds,
+            "speech_audio_s": result.speech_audio_s,
+            "cached_audio_s": result.cached_audio_s,
+            "master_key": result.master_key,
+            "duration_s": result.duration_s,
+            "engine_seconds": result.engine_seconds,
+            "resumed": bool(result.resumed),
+            "render_attempts": result.attempts,
+            "updated_at": now,
+        }
+        for row, result in results
+    ]
+    return _upsert_many(conn, rows, _RESULT_FIELDS)
 
 
 # -- reading ------------------------------------------------------------------------------
+
+
+def masked(value: Any) -> Any:
+    """``value`` with every phone-like run of digits masked, dates as ISO text (nested)."""
+    return _masked(value)
 
 
 def _masked(value: Any) -> Any:
@@ -172,6 +259,8 @@ def notice_audit(
                 "voice": {
                     "profile": row["voice_profile"],
                     "instruct": row["instruct"],
+                    "emotion": row["emotion"],
+                    "tone_rule": row["tone_rule"],
                     "consent_id": row["consent_id"],
                     "consented_by": row["consented_by"],
                     "consent_document_ref": row["consent_document_ref"],
@@ -190,6 +279,7 @@ def notice_audit(
                     "qc": _json_field(row["qc"]),
                     "synth_seconds": row["synth_seconds"],
                     "audio_key": row["audio_key"],
+                    "master_key": row["master_key"],
                     "audio_deleted_at": row["audio_deleted_at"],
                 },
                 "attempts": [],

@@ -332,6 +332,7 @@ class _Profile:
     status: str
     locales: frozenset[str]
     notice_types: frozenset[str]
+    variants: frozenset[str] = frozenset()  # enrolled emotion variants
 
 
 @dataclass(frozen=True)
@@ -402,6 +403,11 @@ class ConsentBook:
 
         return min(refusals, key=closeness)
 
+    def variants_of(self, profile_id: str) -> frozenset[str]:
+        """The emotion variants a profile has enrolled (normal, warm, serious)."""
+        profile = self.profiles.get(profile_id)
+        return profile.variants if profile is not None else frozenset()
+
 
 def _refusal(
     consent: _Consent, profile_covers: bool, notice_type: str, locale: str, on: dt.date
@@ -422,6 +428,7 @@ def load_consent_book(conn: sa.Connection, profile_ids: Iterable[str] | None = N
         voice_profiles.c.status,
         voice_profiles.c.locales,
         voice_profiles.c.notice_types,
+        voice_profiles.c.variants,
     )
     consents_q = sa.select(voice_consents).order_by(
         voice_consents.c.granted_on.desc(), voice_consents.c.consent_id.desc()
@@ -437,6 +444,7 @@ def load_consent_book(conn: sa.Connection, profile_ids: Iterable[str] | None = N
             row.status,
             frozenset(json.loads(row.locales)),
             frozenset(json.loads(row.notice_types)),
+            frozenset(json.loads(row.variants or "{}")),
         )
     for row in conn.execute(consents_q):
         book.consents.setdefault(row.profile_id, []).append(

@@ -1,0 +1,314 @@
+"""The decision trail: every gate check of a notice and its result, at plan and dial time.
+
+The plan (eligibility, legal basis, text, voice consent, tone, dial claim) and each
+dial-time gate (claim, still due, opt-out, phone, do-not-call, calling hours, caps)
+stop at the first check that does not allow the call. A gate's answer is therefore
+enough to rebuild its checks: those before the deciding one passed, the deciding one
+gave the answer, the rest were not reached. One :class:`GateEvaluation` per notice and
+gate goes into ``notice_decisions`` with :func:`record_evaluations`, set-based (one
+multi-row statement per chunk, never a statement per notice); an identical
+re-evaluation (a re-run, a retry) is stored once, a changed one is added beside it.
+
+What the console shows as "why was notice 4711 skipped" is read back with
+:func:`trail_of`. No customer data goes into a check's detail: ids, codes and times only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from voice_notify.db import schema
+from voice_notify.db.sql import insert_ignoring_duplicates
+from voice_notify.reasons import Reason
+
+PLAN = "plan"
+DIAL = "dial"
+NOT_REACHED = "not_reached"
+ALLOW, WAIT, SKIP = "allow", "wait", "skip"
+
+#: The plan's checks in the order they run, with the reason codes each one answers.
+#: ``text`` answers every text-frontend code, ``voice`` every consent refusal.
+PLAN_CHECKS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("notice_type", frozenset({Reason.UNKNOWN_NOTICE_TYPE})),
+    ("opt_out", frozenset({Reason.OPTED_OUT})),
+    ("legal_basis", frozenset({Reason.NO_CUSTOMER_CONSENT})),
+    ("phone", frozenset({Reason.INVALID_PHONE})),
+    ("variables", frozenset({Reason.INVALID_VARIABLES_JSON})),
+    ("text", frozenset()),
+    ("voice", frozenset()),
+    ("tone", frozenset()),
+    ("dial_claim", frozenset({Reason.ALREADY_CONTACTED})),
+)
+
+#: The dial-time gate's checks (``voice_notify.dial.dialer``), in order.
+DIAL_CHECKS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("dial_claim", frozenset({Reason.ALREADY_CONTACTED})),
+    ("still_due", frozenset({Reason.NOTICE_NO_LONGER_DUE})),
+    ("opt_out", frozenset({Reason.OPTED_OUT_BEFORE_DIAL})),
+    ("phone", frozenset({Reason.INVALID_PHONE})),
+    ("do_not_call", frozenset({Reason.ON_DO_NOT_CALL})),
+    ("calling_hours", frozenset({Reason.OUTSIDE_CALLING_HOURS})),
+    ("caps", frozenset({Reason.CAP_REACHED})),
+)
+
+_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a gate: ``allow``, ``wait``, ``skip`` or ``not_reached``."""
+
+    check: str
+    result: str
+    reason: str | None = None
+    detail: str | None = None
+
+    def to_json(self) -> list[Any]:
+        values = [self.check, self.result, self.reason, self.detail]
+        while values[-1] is None:
+            values.pop()
+        return values
+
+    @classmethod
+    def from_json(cls, raw: Sequence[Any]) -> Check:
+        return cls(*raw)
+
+
+@dataclass(frozen=True)
+class GateEvaluation:
+    """One gate's answer for one notice: its result and every check it made."""
+
+    notice_id: int
+    campaign_date: dt.date
+    stage: str  # plan | dial
+    attempt: int  # 0 at plan time; the ledger row's attempt at dial time
+    result: str  # allow | wait | skip
+    reason_code: str | None
+    checks: tuple[Check, ...]
+    decided_at: dt.datetime  # naive UTC, when the gate answered
+
+    @property
+    def verdict(self) -> str:
+        return f"{self.result}:{self.reason_code or ''}"[:80]
+
+
+def _checks(
+    order: Sequence[tuple[str, frozenset[str]]],
+    deciding: str | None,
+    result: str,
+    reason: str | None,
+    details: Mapping[str, str | None],
+) -> tuple[Check, ...]:
+    """Checks before ``deciding`` allowed, ``deciding`` answered, the rest were not reached."""
+    checks, reached = [], True
+    for name, _ in order:
+        if not reached:
+            checks.append(Check(name, NOT_REACHED))
+        elif name == deciding:
+            checks.append(Check(name, result, reason, details.get(name)))
+            reached = False
+        else:
+            checks.append(Check(name, ALLOW, None, details.get(name)))
+    return tuple(checks)
+
+
+def _deciding_check(
+    order: Sequence[tuple[str, frozenset[str]]], reason: str | None, fallback: str
+) -> str | None:
+    if reason is None:
+        return None
+    for name, reasons in order:
+        if reason in reasons:
+            return name
+    return fallback
+
+
+def plan_evaluation(
+    decision: Any,
+    campaign_date: dt.date,
+    config: Any,
+    *,
+    claimed_elsewhere: bool = False,
+    decided_at: dt.datetime,
+) -> GateEvaluation:
+    """The plan's gate for one ``eligibility.Decision`` (after ``assign_voices``).
+
+    :param claimed_elsewhere: another campaign date holds the notice's dial claim
+    """
+    from voice_notify.voices.registry import REASON_CODES as CONSENT_CODES
+
+    reason = decision.reason_code
+    if reason is None and claimed_elsewhere:
+        reason = Reason.ALREADY_CONTACTED
+    fallback = "voice" if reason in CONSENT_CODES else "text"
+    deciding = _deciding_check(PLAN_CHECKS, reason, fallback)
+    type_config = config.notice_types.get(decision.notice_type)
+    details: dict[str, str | None] = {
+        "notice_type": decision.notice_type or None,
+        "legal_basis": type_config.consent_basis if type_config else None,
+        "text": f"{len(decision.segments)} segments, locale {decision.locale}"
+        if decision.segments
+        else None,
+        "voice": _voice_detail(decision, type_config),
+        "tone": _tone_detail(decision),
+    }
+    if deciding == "voice":
+        details["voice"] = getattr(decision.consent, "profile_id", None) or None
+    return GateEvaluation(
+        notice_id=decision.notice_id,
+        campaign_date=campaign_date,
+        stage=PLAN,
+        attempt=0,
+        result=ALLOW if reason is None else SKIP,
+        reason_code=reason,
+        checks=_checks(PLAN_CHECKS, deciding, SKIP, reason, details),
+        decided_at=decided_at,
+    )
+
+
+def _voice_detail(decision: Any, type_config: Any) -> str | None:
+    if not decision.planned:
+        return None
+    consent = decision.consent
+    profile = decision.voice.profile
+    if consent is not None and consent.allowed:
+        return f"{profile} on consent {consent.consent_id}"
+    if type_config is None or type_config.voice_profile is None:
+        return "standard voice (the notice type names no cloned voice)"
+    refusal = consent.reason_code if consent is not None else None
+    return f"standard voice (fallback: {refusal or 'no consenting profile'})"
+
+
+def _tone_detail(decision: Any) -> str | None:
+    emotion = getattr(decision.voice, "emotion", None)
+    if not decision.planned:
+        return None
+    rule = getattr(decision, "tone_rule", None)
+    if emotion is None:
+        return "the voice's only variant" if decision.voice.profile == "standard" else None
+    return f"{emotion} ({rule})" if rule else emotion
+
+
+def dial_evaluation(
+    row: Any, kind: str, reason: str | None, decided_at: dt.datetime, until: Any = None
+) -> GateEvaluation:
+    """The dial-time gate for one ledger row: its ``compliance.Verdict`` as checks.
+
+    :param kind: the verdict's ``GateResult`` value (allow, wait, skip)
+    :param until: for a wait, the naive-UTC time worth trying again
+    """
+    deciding = _deciding_check(DIAL_CHECKS, reason, "dial_claim")
+    details = {}
+    if deciding is not None and until is not None:
+        details[deciding] = f"wait until {until:%Y-%m-%d %H:%M} UTC"
+    return GateEvaluation(
+        notice_id=row.notice_id,
+        campaign_date=row.campaign_date,
+        stage=DIAL,
+        attempt=int(row.attempt or 1),
+        result=str(kind),
+        reason_code=reason,
+        checks=_checks(DIAL_CHECKS, deciding, str(kind), reason, details),
+        decided_at=decided_at,
+    )
+
+
+def record_evaluations(conn: sa.Connection, evaluations: Iterable[GateEvaluation]) -> int:
+    """Write gate evaluations set-based; one already stored with the same verdict is kept.
+
+    Returns how many rows the statements reported inserted (drivers that cannot tell
+    report nothing, counted as 0).
+    """
+    table = schema.notice_decisions
+    statement = insert_ignoring_duplicates(
+        conn, table, ("notice_id", "campaign_date", "stage", "attempt", "verdict")
+    )
+    written = 0
+    chunk: list[dict[str, Any]] = []
+    for evaluation in evaluations:
+        chunk.append(
+            {
+                "notice_id": evaluation.notice_id,
+                "campaign_date": evaluation.campaign_date,
+                "stage": evaluation.stage,
+                "attempt": evaluation.attempt,
+                "verdict": evaluation.verdict,
+                "result": evaluation.result,
+                "reason_code": evaluation.reason_code,
+                "checks": json.dumps(
+                    [c.to_json() for c in evaluation.checks if c.result != NOT_REACHED],
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                ),
+                "decided_at": evaluation.decided_at,
+            }
+        )
+        if len(chunk) >= _CHUNK:
+            written += max(conn.execute(statement, chunk).rowcount, 0)
+            chunk = []
+    if chunk:
+        written += max(conn.execute(statement, chunk).rowcount, 0)
+    return written
+
+
+def record_plan_trail(
+    conn: sa.Connection,
+    decisions: Sequence[Any],
+    campaign_date: dt.date,
+    config: Any,
+    decided_at: dt.datetime | None = None,
+) -> int:
+    """The plan's evaluation of every decision, written in bulk (the plan calls this once)."""
+    from voice_notify import ledger
+
+    decided_at = decided_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    claimed = ledger.notices_settled_elsewhere(
+        conn, [d.notice_id for d in decisions if d.planned], campaign_date
+    )
+    return record_evaluations(
+        conn,
+        (
+            plan_evaluation(
+                d,
+                campaign_date,
+                config,
+                claimed_elsewhere=d.notice_id in claimed,
+                decided_at=decided_at,
+            )
+            for d in decisions
+        ),
+    )
+
+
+def trail_of(conn: sa.Connection, notice_id: int, campaign_date: dt.date) -> list[GateEvaluation]:
+    """A notice's evaluations on a campaign date, oldest first, with unreached checks."""
+    table = schema.notice_decisions
+    rows = conn.execute(
+        sa.select(table)
+        .where(table.c.notice_id == notice_id, table.c.campaign_date == campaign_date)
+        .order_by(table.c.decided_at, table.c.id)
+    )
+    out = []
+    for row in rows:
+        order = PLAN_CHECKS if row.stage == PLAN else DIAL_CHECKS
+        seen = {c.check: c for c in map(Check.from_json, json.loads(row.checks))}
+        checks = tuple(seen.get(name, Check(name, NOT_REACHED)) for name, _ in order)
+        out.append(
+            GateEvaluation(
+                notice_id=row.notice_id,
+                campaign_date=row.campaign_date,
+                stage=row.stage,
+                attempt=row.attempt,
+                result=row.result,
+                reason_code=row.reason_code,
+                checks=checks,
+                decided_at=row.decided_at,
+            )
+        )
+    return out
