@@ -56,7 +56,5 @@ def test_every_template_renders_as_its_golden_file(
 
 
 def test_every_template_has_a_golden_file() -> None:
-    templates = {
-        (path.stem, path.parent.name) for path in (INCLUDE / "templates").rglob("*.j2")
-    }
+    templates = {(path.stem, path.parent.name) for path in (INCLUDE / "templates").rglob("*.j2")}
     assert templates == set(CASES)
