@@ -265,7 +265,14 @@ def run(
             crm_url=crm_url,
             s3=s3,
             gateway_url="http://127.0.0.1:1",
-            extra={"VOICE_NOTIFY_RETRY_DELAY_S": "5", **gateway_env},
+            extra={
+                "VOICE_NOTIFY_RETRY_DELAY_S": "5",
+                # The reconcile passes below run now: they must reach back to a past date.
+                "VOICE_NOTIFY_RECONCILE_LOOKBACK_DAYS": str(
+                    max(3, (dt.datetime.now(dt.UTC).date() - campaign_date).days)
+                ),
+                **gateway_env,
+            },
         )
         localrun.prepare_airflow(env)
         print(f"running: airflow dags test {DAG_ID} {date_text}")
