@@ -45,6 +45,8 @@ import sqlalchemy as sa
 from voice_notify_dev import demo_crm, localrun
 
 STATE_FILE = "stack.json"
+# The databases of the stack in this state folder, kept after `down` for `clean`.
+DATABASES_FILE = "databases.json"
 SECRETS_FILE = "secrets.json"
 ADMIN_USER = "admin"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -257,17 +259,21 @@ def _ensure_database(url: sa.URL) -> None:
         admin.dispose()
 
 
-def drop_databases(config: StackConfig) -> None:
-    """Drop the stack's databases (``make clean-stack``; the tests' teardown)."""
-    admin = sa.create_engine(
-        config.metadata_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
+def drop_databases(state_dir: Path) -> list[str]:
+    """Drop the databases the stack in ``state_dir`` made (``make clean-stack``)."""
+    path = state_dir / DATABASES_FILE
+    if not path.exists():
+        return []
+    urls = [sa.make_url(u) for u in json.loads(path.read_text(encoding="utf-8"))]
+    admin = sa.create_engine(urls[0].set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            for url in (config.metadata_url, config.crm_url):
+            for url in urls:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
     finally:
         admin.dispose()
+    path.unlink()
+    return [u.database for u in urls]
 
 
 # --- processes -------------------------------------------------------------------
@@ -455,6 +461,15 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
             started.append(redis)
         for url in (config.metadata_url, config.crm_url):
             _ensure_database(url)
+        (state_dir / DATABASES_FILE).write_text(
+            json.dumps(
+                [
+                    u.render_as_string(hide_password=False)
+                    for u in (config.metadata_url, config.crm_url)
+                ]
+            ),
+            encoding="utf-8",
+        )
         crm = sa.create_engine(config.crm_url)
         try:
             demo_crm.seed(
@@ -635,10 +650,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "clean":
         down(state_dir)
-        drop_databases(config)
+        dropped = drop_databases(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
-        dropped = f"{config.metadata_url.database}, {config.crm_url.database}"
-        print(f"dropped {dropped}; removed {state_dir}")
+        print(f"dropped databases: {', '.join(dropped) or 'none'}; removed {state_dir}")
         return 0
     if shutil.which("espeak-ng") is None:
         print("espeak-ng is missing: run `make stack` (it installs it)")
