@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 import requests
 import sqlalchemy as sa
 
+from voice_notify import ledger
 from voice_notify_dev import demo_crm, localrun
 
 STATE_FILE = "stack.json"
@@ -352,7 +353,7 @@ def _secrets(state_dir: Path) -> dict[str, str]:
 
     values = {
         "fernet_key": Fernet.generate_key().decode(),
-        "jwt_secret": secrets.token_urlsafe(32),
+        "jwt_secret": secrets.token_urlsafe(64),
         "api_secret_key": secrets.token_urlsafe(32),
         "admin_password": secrets.token_urlsafe(12),
         "gateway_secret": secrets.token_urlsafe(24),
@@ -475,6 +476,9 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
             demo_crm.seed(
                 crm, demo_crm.SeedSpec(anchor_date=config.anchor_date, customers=config.customers)
             )
+            # The ledger's schema before any service starts, as a deployment migrates
+            # before it starts the new version.
+            ledger.ensure_schema(crm)
         finally:
             crm.dispose()
 
