@@ -424,6 +424,23 @@ def stack_environment(
 # --- up / down -------------------------------------------------------------------
 
 
+def prepare_demo_data(
+    crm_url: str, s3: localrun.S3Endpoint, anchor_date: dt.date, customers: int
+) -> None:
+    """Seed the demo CRM, create the ledger's schema and enroll the demo voices.
+
+    Idempotent (an existing CRM keeps its history). The ledger's schema comes before
+    any service starts, as a deployment migrates before it starts a new version.
+    """
+    crm = sa.create_engine(crm_url)
+    try:
+        demo_crm.seed(crm, demo_crm.SeedSpec(anchor_date=anchor_date, customers=customers))
+        ledger.ensure_schema(crm)
+    finally:
+        crm.dispose()
+    localrun.enroll_demo_voices(crm_url, s3, BUCKET, anchor_date)
+
+
 def _wait_ready(api: AirflowApi, services: Sequence[Service], timeout_s: float) -> None:
     """Until the API answers with a token and the daily DAG is parsed."""
     deadline = time.monotonic() + timeout_s
@@ -471,21 +488,10 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
             ),
             encoding="utf-8",
         )
-        crm = sa.create_engine(config.crm_url)
-        try:
-            demo_crm.seed(
-                crm, demo_crm.SeedSpec(anchor_date=config.anchor_date, customers=config.customers)
-            )
-            # The ledger's schema before any service starts, as a deployment migrates
-            # before it starts the new version.
-            ledger.ensure_schema(crm)
-        finally:
-            crm.dispose()
-
         s3 = localrun.start_s3(state_dir / "logs" / "s3.log")
         started.append(Service("s3", s3.process.pid, str(state_dir / "logs" / "s3.log")))
         crm_text = config.crm_url.render_as_string(hide_password=False)
-        localrun.enroll_demo_voices(crm_text, s3, BUCKET, config.anchor_date)
+        prepare_demo_data(crm_text, s3, config.anchor_date, config.customers)
 
         from voice_notify_dev.simulator import start_simulator
 
@@ -616,7 +622,7 @@ def _print_started(state: StackState, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("up", "down", "status", "clean"))
+    parser.add_argument("command", choices=("up", "down", "status", "clean", "seed"))
     parser.add_argument("--state-dir", type=Path, default=localrun.REPO_ROOT / ".stack")
     parser.add_argument("--name", default=os.environ.get("VOICE_NOTIFY_STACK_NAME", "vn_stack"))
     parser.add_argument(
@@ -629,7 +635,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="API server port (default: a free one)")
     parser.add_argument("--date", type=dt.date.fromisoformat, default=dt.date.today())
     parser.add_argument("--customers", type=int, default=600)
+    parser.add_argument("--crm-url", help="seed: SQLAlchemy URL of the CRM database")
+    parser.add_argument("--s3-url", help="seed: the S3 endpoint (docker/compose.yaml)")
     args = parser.parse_args(argv)
+    if args.command == "seed":
+        # docker/compose.yaml's init step: the same demo data as `up`, on its services.
+        s3 = localrun.S3Endpoint(args.s3_url, None)
+        prepare_demo_data(args.crm_url, s3, args.date, args.customers)
+        print(f"demo CRM and voices ready on {sa.make_url(args.crm_url).database}")
+        return 0
     state_dir = args.state_dir.resolve()
     if args.command == "down":
         stopped = down(state_dir)
