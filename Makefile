@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium
-# make stack (and tests/deploy/, which starts one): the metadata DB and CRM server, the broker.
-STACK_PACKAGES := postgresql redis-server
+# make stack (and tests/deploy/, which starts one): the metadata DB and CRM server, the
+# broker; docker-compose (Compose v1) renders docker/compose.yaml in tests/deploy/.
+STACK_PACKAGES := postgresql redis-server docker-compose
 
 # Passed through to the demo: GATEWAY_FAULTS (simulator fault mix, see README).
 export GATEWAY_FAULTS
