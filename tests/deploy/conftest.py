@@ -166,10 +166,30 @@ class Operator:
             ).scalars()
             return [self.api.get(f"/dags/{DAILY}/dagRuns/{run_id}") for run_id in ids]
 
-    def reconcile_pass(self) -> str:
-        """One run of voice_notice_reconcile now, as its hourly schedule would start it."""
+    def reconcile_pass(self) -> tuple[str, dt.datetime]:
+        """One run of voice_notice_reconcile now, as its hourly schedule would start it;
+        returns its state and when it was triggered."""
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        return self.wait_run(RECONCILE, self.trigger(RECONCILE, now))
+        return self.wait_run(RECONCILE, self.trigger(RECONCILE, now)), now
+
+    def dialing_tasks(self, since: dt.datetime) -> list[tuple[str, str, dt.datetime, dt.datetime]]:
+        """(dag, task, start, end) of every dial and redial task instance since then."""
+        with self.metadata.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT dag_id, task_id, start_date, end_date FROM task_instance "
+                    "WHERE task_id IN ('dial', 'redial') AND start_date >= :since "
+                    "UNION ALL SELECT dag_id, task_id, start_date, end_date "
+                    "FROM task_instance_history "
+                    "WHERE task_id IN ('dial', 'redial') AND start_date >= :since"
+                ),
+                {"since": since},
+            ).all()
+        return [
+            (r.dag_id, r.task_id, _parse_time(r.start_date), _parse_time(r.end_date or since))
+            for r in rows
+            if r.start_date is not None
+        ]
 
     # --- what an operator looks at ---------------------------------------------
 
@@ -290,7 +310,8 @@ def redial_violations(calls: list[Call], attempts: list[sa.Row], campaigns_file:
 
 
 def unsettled(rows: list[sa.Row], now: dt.datetime) -> tuple[list, int]:
-    """Rows not in a terminal state, besides those waiting for a redial not yet due."""
+    """Rows not in a terminal state, besides those waiting for a redial not yet due at
+    ``now`` (when the reconcile pass started: a redial due later is the next pass's)."""
     from voice_notify.ledger import LedgerState
 
     open_rows, waiting = [], 0
@@ -313,6 +334,27 @@ def report_drift(before: dict | None, after: dict | None, changed: set[int]) -> 
     new = {i["notice_id"]: i for i in after["items"]}
     drift = [n for n in old.keys() | new.keys() if n not in changed and old.get(n) != new.get(n)]
     return sorted(drift)
+
+
+def _running(call: Call, tasks: list[tuple]) -> str:
+    names = {f"{dag}.{task}" for dag, task, start, end in tasks if start <= call.accepted_at <= end}
+    return " or ".join(sorted(names)) or "no dial task running"
+
+
+def placed_by(calls: list[Call], tasks: list[tuple]) -> dict[str, int]:
+    """Which task instance was running when each call was accepted: the daily ``dial``
+    or the reconcile DAG's ``redial`` (both, or neither, said as such)."""
+    return dict(Counter(_running(call, tasks) for call in calls))
+
+
+def redials_by_daily_dial(calls: list[Call], tasks: list[tuple]) -> list[str]:
+    """Redials (attempt > 1) accepted while only a daily ``dial`` was running: a cleared
+    or re-run daily dial redialling, which is voice_notice_reconcile's job."""
+    return [
+        call.key
+        for call in calls
+        if call.attempt > 1 and _running(call, tasks) == "voice_notice_daily.dial"
+    ]
 
 
 def ledger_snapshot(rows: list[sa.Row]) -> dict[int, tuple]:

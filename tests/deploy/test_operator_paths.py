@@ -7,7 +7,9 @@ reprocessing completed runs. After each path, one ``voice_notice_reconcile`` run
 
 - no (notice, attempt) called twice, in the simulator's own record of calls and in the
   ledger's ``call_attempts``, and no notice called from two campaign dates;
-- no call outside the redial policy (attempts, redialled outcomes, ``after_minutes``);
+- no call outside the redial policy (attempts, redialled outcomes, ``after_minutes``),
+  and no redial placed by a cleared or re-run daily ``dial`` (redials are
+  ``voice_notice_reconcile``'s job);
 - every notice settled (terminal, or waiting for a redial whose time has not come);
 - the runs green;
 - the report unchanged for every notice whose ledger row did not change.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -33,7 +36,9 @@ from tests.deploy.conftest import (
     Operator,
     duplicate_calls,
     ledger_snapshot,
+    placed_by,
     redial_violations,
+    redials_by_daily_dial,
     report_drift,
     unsettled,
 )
@@ -56,13 +61,15 @@ def _observe(
     ledger_before: dict[dt.date, dict],
 ) -> dict[str, Any]:
     """After a path: one reconcile pass, then record and return what the checks need."""
+    path_started = operator.shared["path_started"]
     run_seconds = time.monotonic() - started
-    runs[RECONCILE] = operator.reconcile_pass()
+    runs[RECONCILE], pass_started = operator.reconcile_pass()
     calls = operator.calls()
     attempts = operator.attempts()
-    now = dt.datetime.now(dt.UTC)
     rows = operator.ledger_rows(dates)
-    open_rows, waiting = unsettled(rows, now)
+    open_rows, waiting = unsettled(rows, pass_started)
+    new_calls = calls[calls_before:]
+    tasks = operator.dialing_tasks(path_started)
     drift = {}
     for day in dates:
         after = ledger_snapshot(operator.ledger_rows([day]))
@@ -75,7 +82,10 @@ def _observe(
             drift[str(day)] = report_drift(reports_before[day], operator.report(day), changed)
     record = {
         "path": path,
-        "calls_placed": len(calls) - calls_before,
+        "calls_placed": len(new_calls),
+        "calls_by_attempt": dict(Counter(c.attempt for c in new_calls)),
+        "placed_by": placed_by(new_calls, tasks),
+        "redials_by_daily_dial": redials_by_daily_dial(new_calls, tasks),
         "duplicates": duplicate_calls(calls, attempts),
         "redial_violations": redial_violations(calls, attempts, operator.campaigns_file),
         "run_states": runs,
@@ -90,6 +100,7 @@ def _observe(
 
 
 def _before(operator: Operator, dates: list[dt.date]) -> tuple[float, int, dict, dict]:
+    operator.shared["path_started"] = dt.datetime.now(dt.UTC)
     reports = {day: operator.report(day) for day in dates}
     ledger = {day: ledger_snapshot(operator.ledger_rows([day])) for day in dates}
     return time.monotonic(), len(operator.calls()), reports, ledger
@@ -101,6 +112,8 @@ def _assert_path(record: dict[str, Any]) -> None:
         problems.append(f"duplicate calls {record['duplicates']}")
     if record["redial_violations"]:
         problems.append(f"calls outside the redial policy {record['redial_violations']}")
+    if record["redials_by_daily_dial"]:
+        problems.append(f"redials placed by the daily dial {record['redials_by_daily_dial']}")
     if record["unsettled"]:
         problems.append(f"{len(record['unsettled'])} notices not settled {record['unsettled']}")
     states = record["run_states"]
