@@ -161,7 +161,7 @@ def test_the_values_read_secrets_the_manifests_declare() -> None:
     for ref in values["secret"]:
         assert ref["secretName"] in declared, ref
         assert ref["secretKey"] in declared[ref["secretName"]]["stringData"], ref
-    for key in ("fernetKeySecretName", "apiSecretKeySecretName"):
+    for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
         assert values[key] in declared
     assert values["data"]["metadataSecretName"] in declared
     conns = {r["envName"] for r in values["secret"]}
