@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -275,6 +276,8 @@ def test_the_synthesis_worker_runs_from_its_image_requirements(
     batch_key = "campaigns/2026-11-26/all/batches/batch-0000.jsonl"
     store.write(batch_key, "".join(i.to_json() + "\n" for i in items).encode(), "text/plain", {})
 
+    dockerfile = (REPO_ROOT / "docker" / "synthesis" / "Dockerfile").read_text()
+    (commit,) = re.findall(r"^ARG COSYVOICE_COMMIT=([0-9a-f]{40})$", dockerfile, re.M)
     xcom = tmp_path / "return.json"
     proc = subprocess.run(
         [
@@ -301,6 +304,7 @@ def test_the_synthesis_worker_runs_from_its_image_requirements(
         env=_clean_env(
             VOICE_NOTIFY_INCLUDE_DIR=str(image_src / "include"),
             HF_HUB_OFFLINE="1",
+            VOICE_NOTIFY_COSYVOICE_COMMIT=commit,
             # The pod gets these from the voice-notify-s3 Secret; here, the test bucket's.
             **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
         ),
@@ -311,8 +315,10 @@ def test_the_synthesis_worker_runs_from_its_image_requirements(
     summary = json.loads(xcom.read_text())
     results = parse_results(store.read(summary["results_key"]))
     print({"summary": summary, "engines": sorted({r.engine for r in results.values()})})
-    assert summary["ok"] == len(items)
-    assert {r.engine for r in results.values()} == {"cosyvoice3"}
+    assert summary["ok"] == len(items) and summary["fallback"] == 0
+    # The engine records the CosyVoice commit the image pins (its ARG default).
+    assert {r.engine.split()[0] for r in results.values()} == {"cosyvoice3"}
+    assert all(commit[:12] in r.engine for r in results.values()), results
 
 
 def test_the_compose_file_renders() -> None:
