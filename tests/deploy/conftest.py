@@ -247,6 +247,30 @@ class Operator:
                 {"d": DAILY, "r": run_id, "t": task_id},
             ).all()
 
+    def run_shape(self, run_id: str) -> dict[str, Any]:
+        """What the run's plan returned (batch count) and its mapped instances' states."""
+        try:
+            entry = self.api.get(
+                f"/dags/{DAILY}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value"
+            )
+            value = entry.get("value")
+            batches = len(json.loads(value) if isinstance(value, str) else value or [])
+        except RuntimeError:
+            batches = None
+        with self.metadata.connect() as conn:
+            states = conn.execute(
+                sa.text(
+                    "SELECT task_id, state, count(*) AS n FROM task_instance "
+                    "WHERE dag_id = :d AND run_id = :r AND task_id IN ('synthesize', 'dial') "
+                    "GROUP BY task_id, state ORDER BY task_id, state"
+                ),
+                {"d": DAILY, "r": run_id},
+            ).all()
+        return {
+            "plan_batches": batches,
+            "mapped": {f"{r.task_id}:{r.state}": r.n for r in states},
+        }
+
     def worker_of(self) -> dict[str, str]:
         """Celery task id -> the worker that received it (from the workers' own logs)."""
         received = re.compile(r"Task execute_workload\[([0-9a-f-]+)\] received")

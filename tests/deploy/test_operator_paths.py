@@ -106,6 +106,11 @@ def _before(operator: Operator, dates: list[dt.date]) -> tuple[float, int, dict,
     return time.monotonic(), len(operator.calls()), reports, ledger
 
 
+def _shape(operator: Operator, record: dict[str, Any], run_ids: list[str]) -> None:
+    """Diagnostics for the report: plan's batch count and the mapped instances' states."""
+    record["run_shape"] = [operator.run_shape(run_id) for run_id in run_ids]
+
+
 def _assert_path(record: dict[str, Any]) -> None:
     problems = []
     if any(record["duplicates"].values()):
@@ -146,6 +151,7 @@ def test_trigger_a_date(operator: Operator) -> None:
         operator, "trigger a date", [day], started, calls_before, {DAILY: state}, reports, ledger
     )
     operator.shared["day_calls"] = record["calls_placed"]
+    _shape(operator, record, [run_id])
     assert record["calls_placed"] > 0, "the campaign should have placed calls"
     _assert_path(record)
 
@@ -225,6 +231,7 @@ def test_clear_one_mapped_dial(operator: Operator) -> None:
         reports,
         ledger,
     )
+    _shape(operator, record, [run_id])
     _assert_path(record)
 
 
@@ -246,6 +253,7 @@ def test_clear_one_mapped_synthesize_with_downstream(operator: Operator) -> None
         ledger,
     )
     record["cleared"] = sorted({t for t, _ in cleared})
+    _shape(operator, record, [run_id])
     _assert_path(record)
 
 
@@ -265,6 +273,7 @@ def test_clear_the_whole_run(operator: Operator) -> None:
         reports,
         ledger,
     )
+    _shape(operator, record, [run_id])
     _assert_path(record)
 
 
@@ -287,6 +296,7 @@ def _backfill(operator: Operator, reprocess: str) -> dict[str, Any]:
         ledger,
     )
     record["backfill_runs"] = [r["logical_date"][:10] for r in runs]
+    _shape(operator, record, [r["dag_run_id"] for r in runs])
     return record
 
 
