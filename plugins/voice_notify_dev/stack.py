@@ -65,6 +65,8 @@ class StackConfig:
     :param anchor_date: the date the demo CRM's due dates are spread around
     :param customers: customers in the demo CRM (the seed needs at least 50)
     :param call_seconds: how long a simulated call lasts, acceptance to end
+    :param enroll_voices: enroll the demo agents' voices (without them every notice is
+        spoken in the standard voice)
     :param extra_env: more environment for every service (tests shorten timers here)
     """
 
@@ -80,6 +82,7 @@ class StackConfig:
     customers: int = 600
     gateway_seed: int = 7
     call_seconds: float = 0.3
+    enroll_voices: bool = True
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -451,7 +454,12 @@ def stack_environment(
 
 
 def prepare_demo_data(
-    crm_url: str, s3: localrun.S3Endpoint, anchor_date: dt.date, customers: int
+    crm_url: str,
+    s3: localrun.S3Endpoint,
+    anchor_date: dt.date,
+    customers: int,
+    *,
+    enroll_voices: bool = True,
 ) -> None:
     """Seed the demo CRM, create the ledger's schema and enroll the demo voices.
 
@@ -464,7 +472,12 @@ def prepare_demo_data(
         ledger.ensure_schema(crm)
     finally:
         crm.dispose()
-    localrun.enroll_demo_voices(crm_url, s3, BUCKET, anchor_date)
+    if enroll_voices:
+        localrun.enroll_demo_voices(crm_url, s3, BUCKET, anchor_date)
+    else:
+        client = s3.client()
+        if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=BUCKET)
 
 
 def _wait_ready(api: AirflowApi, services: Sequence[Service], timeout_s: float) -> None:
@@ -518,7 +531,9 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
         s3_log = str(state_dir / "logs" / "s3.log")
         started.append(Service("s3", s3.process.pid, s3_log, started=_start_time(s3.process.pid)))
         crm_text = config.crm_url.render_as_string(hide_password=False)
-        prepare_demo_data(crm_text, s3, config.anchor_date, config.customers)
+        prepare_demo_data(
+            crm_text, s3, config.anchor_date, config.customers, enroll_voices=config.enroll_voices
+        )
 
         from voice_notify_dev.simulator import start_simulator
 

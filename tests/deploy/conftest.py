@@ -410,6 +410,9 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
         anchor_date=day,
         customers=50,
         call_seconds=0.3,
+        # The standard voice only: cloned voices are the synthesis tests' subject, and
+        # their similarity check costs each synthesis task seconds.
+        enroll_voices=False,
         extra_env={
             # Only the runs the tests start: no scheduled run may take the notices first
             # (the DAGs keep their schedules, which backfills need).
