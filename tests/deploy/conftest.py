@@ -33,7 +33,8 @@ RECONCILE = "voice_notice_reconcile"
 # Redials of busy and unanswered calls a minute after the call ended: long enough that
 # a redial placed too early shows, short enough for the module's time budget.
 REDIAL_AFTER_MINUTES = 1
-CALLS_PER_SECOND = 2.0
+# Low enough that each dial task takes seconds, so that tasks on the two workers overlap.
+CALLS_PER_SECOND = 1.0
 REDIS_ENV = "VOICE_NOTIFY_TEST_REDIS_URL"
 _KEY = re.compile(r"^vn-(?P<notice>\d+)-(?P<date>\d{4}-\d{2}-\d{2})-(?P<attempt>\d+)$")
 
