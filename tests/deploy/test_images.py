@@ -89,6 +89,10 @@ def _venv(name: str, installs: list[list[str]], inputs: list[Path]) -> Path:
                 timeout=1500,
             )
             assert proc.returncode == 0, f"pip install {args}:\n{proc.stdout}\n{proc.stderr}"
+        check = subprocess.run(
+            [str(building / "bin" / "python"), "-m", "pip", "check"], capture_output=True, text=True
+        )
+        assert check.returncode == 0, f"pip check:\n{check.stdout}"
         # The venv's scripts name their own path: build in place of the final name.
         building.rename(target)
     except BaseException:
@@ -143,18 +147,27 @@ _DAG_IMPORT = textwrap.dedent(
     """
     import importlib.util, json, os, sys
     from airflow.dag_processing.dagbag import BundleDagBag
+    from voice_notify.settings import get_settings
     dags = sys.argv[1]
-    bag = BundleDagBag(dag_folder=dags, bundle_path=dags)
+    found = {}
+    for mode in ("local", "kubernetes"):  # one Airflow start-up for both synthesis modes
+        os.environ["VOICE_NOTIFY_SYNTHESIS_MODE"] = mode
+        get_settings.cache_clear()
+        bag = BundleDagBag(dag_folder=dags, bundle_path=dags)
+        daily = bag.dags.get("voice_notice_daily")
+        synthesize = daily.get_task("synthesize") if daily else None
+        found[mode] = {
+            "dags": sorted(bag.dag_ids),
+            "errors": {k: v[-500:] for k, v in bag.import_errors.items()},
+            "synthesize": getattr(synthesize, "operator_name", None),
+        }
     import airflow.providers.celery.executors.celery_executor  # noqa: F401
     import voice_notify
     import voice_notify_callbacks  # the plugin, from the plugins folder as in the image
     assert voice_notify_callbacks.callbacks_app.routes
-    print(json.dumps({
-        "dags": sorted(bag.dag_ids),
-        "errors": {k: v[-500:] for k, v in bag.import_errors.items()},
-        "dev_only_importable": [m for m in sys.argv[2:] if importlib.util.find_spec(m)],
-        "voice_notify": voice_notify.__file__,
-    }))
+    found["dev_only_importable"] = [m for m in sys.argv[2:] if importlib.util.find_spec(m)]
+    found["voice_notify"] = voice_notify.__file__
+    print(json.dumps(found))
     """
 )
 
@@ -164,40 +177,38 @@ def test_the_airflow_image_requirements_import_every_dag(tmp_path: Path) -> None
     requirements = REPO_ROOT / "requirements.txt"
     venv = _venv("airflow", [["-r", str(requirements)]], [requirements])
     python = str(venv / "bin" / "python")
-    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout
     image_src = _image_copy(tmp_path, ["plugins/voice_notify", "synthesis", "include"])
     _install_package(venv, image_src)
     # As in the image: the DAG files, and a plugins folder holding only the callback plugin.
     plugins = tmp_path / "airflow-plugins"
     plugins.mkdir()
     shutil.copy(REPO_ROOT / "plugins" / "voice_notify_callbacks.py", plugins)
+    home = tmp_path / "airflow"
+    env = _clean_env(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(plugins),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        VOICE_NOTIFY_INCLUDE_DIR=str(image_src / "include"),
+    )
+    proc = subprocess.run(
+        [python, "-c", _DAG_IMPORT, str(REPO_ROOT / "dags"), *DEV_ONLY],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(found)
     for mode in ("local", "kubernetes"):
-        home = tmp_path / f"airflow-{mode}"
-        env = _clean_env(
-            AIRFLOW_HOME=str(home),
-            AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
-            AIRFLOW__CORE__PLUGINS_FOLDER=str(plugins),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-            VOICE_NOTIFY_INCLUDE_DIR=str(image_src / "include"),
-            VOICE_NOTIFY_SYNTHESIS_MODE=mode,
-        )
-        proc = subprocess.run(
-            [python, "-c", _DAG_IMPORT, str(REPO_ROOT / "dags"), *DEV_ONLY],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        found = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(mode, found)
-        assert not found["errors"], found["errors"]
-        assert {"voice_notice_daily", "voice_notice_reconcile"} <= set(found["dags"])
-        assert found["dev_only_importable"] == []
-        assert found["voice_notify"].startswith(str(image_src))  # the image's copy
+        assert not found[mode]["errors"], found[mode]["errors"]
+        assert {"voice_notice_daily", "voice_notice_reconcile"} <= set(found[mode]["dags"])
+    assert found["kubernetes"]["synthesize"] == "SynthesisPodOperator"
+    assert found["dev_only_importable"] == []
+    assert found["voice_notify"].startswith(str(image_src))  # the image's copy
 
 
 _COSYVOICE_SHIM = """
