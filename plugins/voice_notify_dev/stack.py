@@ -46,7 +46,8 @@ from voice_notify import ledger
 from voice_notify_dev import demo_crm, localrun
 
 STATE_FILE = "stack.json"
-# The databases of the stack in this state folder, kept after `down` for `clean`.
+# What the stack in this state folder keeps after `down` (its databases, its Celery
+# queue on the broker), for `clean`.
 DATABASES_FILE = "databases.json"
 SECRETS_FILE = "secrets.json"
 ADMIN_USER = "admin"
@@ -267,11 +268,13 @@ def _ensure_database(url: sa.URL) -> None:
 
 
 def drop_databases(state_dir: Path) -> list[str]:
-    """Drop the databases the stack in ``state_dir`` made (``make clean-stack``)."""
+    """Drop the databases the stack in ``state_dir`` made and forget its Celery queue on
+    the broker (``make clean-stack``; the tests' teardown); returns what was dropped."""
     path = state_dir / DATABASES_FILE
     if not path.exists():
         return []
-    urls = [sa.make_url(u) for u in json.loads(path.read_text(encoding="utf-8"))]
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    urls = [sa.make_url(u) for u in kept["databases"]]
     admin = sa.create_engine(urls[0].set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -279,8 +282,19 @@ def drop_databases(state_dir: Path) -> list[str]:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
     finally:
         admin.dispose()
+    dropped = [u.database for u in urls]
+    import redis
+
+    # A broker that is gone has nothing to forget.
+    with contextlib.suppress(redis.exceptions.ConnectionError, OSError):
+        broker = redis.Redis.from_url(kept["redis_url"], socket_timeout=5)
+        # Kombu's bindings and the queue itself, all named after the queue.
+        keys = [k for k in broker.scan_iter(match=f"*{kept['queue']}*")]
+        if keys:
+            broker.delete(*keys)
+        dropped.append(f"queue {kept['queue']} ({len(keys)} keys)")
     path.unlink()
-    return [u.database for u in urls]
+    return dropped
 
 
 # --- processes -------------------------------------------------------------------
@@ -518,15 +532,15 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
             started.append(redis)
         for url in (config.metadata_url, config.crm_url):
             _ensure_database(url)
-        (state_dir / DATABASES_FILE).write_text(
-            json.dumps(
-                [
-                    u.render_as_string(hide_password=False)
-                    for u in (config.metadata_url, config.crm_url)
-                ]
-            ),
-            encoding="utf-8",
-        )
+        kept = {
+            "databases": [
+                u.render_as_string(hide_password=False)
+                for u in (config.metadata_url, config.crm_url)
+            ],
+            "redis_url": config.redis_url,
+            "queue": config.name,
+        }
+        (state_dir / DATABASES_FILE).write_text(json.dumps(kept), encoding="utf-8")
         s3 = localrun.start_s3(state_dir / "logs" / "s3.log")
         s3_log = str(state_dir / "logs" / "s3.log")
         started.append(Service("s3", s3.process.pid, s3_log, started=_start_time(s3.process.pid)))
@@ -715,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         down(state_dir)
         dropped = drop_databases(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
-        print(f"dropped databases: {', '.join(dropped) or 'none'}; removed {state_dir}")
+        print(f"dropped: {', '.join(dropped) or 'nothing'}; removed {state_dir}")
         return 0
     if shutil.which("espeak-ng") is None:
         print("espeak-ng is missing: run `make stack` (it installs it)")
