@@ -19,7 +19,9 @@
 
 The virtual environments are cached under ``VOICE_NOTIFY_IMAGE_VENV_CACHE`` (default
 ``~/.cache/voice-notify/image-venvs``), keyed by the hash of what they install: the
-first run installs (minutes), later runs reuse them.
+first run installs (about four minutes each here), later runs reuse them. Each is about
+6 GB, because PyPI's Linux wheel of torch 2.11.0 is the CUDA build; the Airflow image
+itself takes torch from PyTorch's CPU index, which these machines cannot reach.
 """
 
 from __future__ import annotations
