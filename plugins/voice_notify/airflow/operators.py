@@ -27,6 +27,8 @@ MODEL_CLAIM = "cosyvoice3-weights"
 MODEL_MOUNT = "/models"
 #: Where the provider's XCom sidecar reads the task's return value.
 XCOM_FILE = "/airflow/xcom/return.json"
+#: PriorityClass of the GPU node pool's synthesis pods (docker/kubernetes/synthesis-gpu.yaml).
+PRIORITY_CLASS = "voice-notify-synthesis"
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -63,6 +65,9 @@ class SynthesisPodOperator(KubernetesPodOperator):
       that starts a fresh pod or reattaches to the old one ends with the same results.
     - **results**: the worker writes its summary (``batch_key``, ``results_key`` and
       counts: S3 keys, never audio) to the XCom sidecar's file; the dial step reads it.
+    - **priority class**: ``voice-notify-synthesis`` (``docker/kubernetes/synthesis-gpu.yaml``):
+      a campaign's synthesis must finish before calling hours, so its pods go ahead of
+      batch work waiting for the same GPU nodes, without preempting anything.
     - **termination grace**: SIGTERM lets the worker finish the notice in hand and flush
       (exit 75); two minutes covers the longest notice on a GPU.
     - **finished pods**: succeeded pods are deleted, failed ones kept for their logs.
@@ -124,6 +129,7 @@ class SynthesisPodOperator(KubernetesPodOperator):
         kwargs.setdefault("do_xcom_push", True)
         kwargs.setdefault("get_logs", True)
         kwargs.setdefault("termination_grace_period", 120)
+        kwargs.setdefault("priority_class_name", PRIORITY_CLASS)
         # Scaling up a GPU node and pulling a multi-gigabyte image takes minutes.
         kwargs.setdefault("startup_timeout_seconds", 900)
         kwargs.setdefault("on_finish_action", "delete_succeeded_pod")
