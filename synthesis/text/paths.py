@@ -6,8 +6,10 @@ import os
 import pathlib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-#: The repository's include/ folder (templates, catalogue, lexicons).
-INCLUDE_DIR = REPO_ROOT / "include"
+#: The include/ folder (templates, catalogue, lexicons, token inventory):
+#: ``$VOICE_NOTIFY_INCLUDE_DIR`` (an installed package has no repository beside it; the
+#: images set it), else the repository's.
+INCLUDE_DIR = pathlib.Path(os.environ.get("VOICE_NOTIFY_INCLUDE_DIR") or REPO_ROOT / "include")
 EVAL_DIR_ENV = "VOICE_NOTIFY_EVAL_DIR"
 TOKENS_DIR_ENV = "VOICE_NOTIFY_COSYVOICE3_TOKENS"
 

@@ -135,6 +135,9 @@ class Operator:
             "from_date": f"{first.isoformat()}T00:00:00Z",
             "to_date": f"{last.isoformat()}T23:59:59Z",
             "reprocess_behavior": reprocess,
+            # One run at a time, in date order (the backfill's own setting wins over the
+            # DAG's max_active_runs, so an operator passes it: README, Operations).
+            "max_active_runs": 1,
         }
         return int(self.api.post("/backfills", body)["id"])
 
@@ -179,10 +182,10 @@ class Operator:
             rows = conn.execute(
                 sa.text(
                     "SELECT dag_id, task_id, start_date, end_date FROM task_instance "
-                    "WHERE task_id IN ('dial', 'redial') AND start_date >= :since "
+                    "WHERE task_id IN ('batch.dial', 'redial') AND start_date >= :since "
                     "UNION ALL SELECT dag_id, task_id, start_date, end_date "
                     "FROM task_instance_history "
-                    "WHERE task_id IN ('dial', 'redial') AND start_date >= :since"
+                    "WHERE task_id IN ('batch.dial', 'redial') AND start_date >= :since"
                 ),
                 {"since": since},
             ).all()
@@ -262,7 +265,8 @@ class Operator:
             states = conn.execute(
                 sa.text(
                     "SELECT task_id, state, count(*) AS n FROM task_instance "
-                    "WHERE dag_id = :d AND run_id = :r AND task_id IN ('synthesize', 'dial') "
+                    "WHERE dag_id = :d AND run_id = :r "
+                    "AND task_id IN ('batch.synthesize', 'batch.dial') "
                     "GROUP BY task_id, state ORDER BY task_id, state"
                 ),
                 {"d": DAILY, "r": run_id},

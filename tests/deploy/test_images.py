@@ -157,7 +157,7 @@ _DAG_IMPORT = textwrap.dedent(
         get_settings.cache_clear()
         bag = BundleDagBag(dag_folder=dags, bundle_path=dags)
         daily = bag.dags.get("voice_notice_daily")
-        synthesize = daily.get_task("synthesize") if daily else None
+        synthesize = daily.get_task("batch.synthesize") if daily else None
         found[mode] = {
             "dags": sorted(bag.dag_ids),
             "errors": {k: v[-500:] for k, v in bag.import_errors.items()},

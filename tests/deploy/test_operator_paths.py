@@ -22,6 +22,7 @@ combined call rate of dial tasks running on both Celery workers at once.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from collections import Counter
 from typing import Any
@@ -162,7 +163,7 @@ def test_dials_on_two_workers_share_the_call_rate(operator: Operator) -> None:
     acceptance times), not that rate per worker process."""
     run_id = _day_run(operator)
     owners = operator.worker_of()
-    dials = operator.task_instances(run_id, "dial")
+    dials = operator.task_instances(run_id, "batch.dial")
     spans = {
         (owners.get(ti.external_executor_id, "?"), ti.map_index): (ti.start_date, ti.end_date)
         for ti in dials
@@ -223,8 +224,8 @@ def test_clear_one_mapped_dial(operator: Operator) -> None:
     run_id = _day_run(operator)
     day = operator.day
     started, calls_before, reports, ledger = _before(operator, [day])
-    cleared = operator.clear_task(run_id, "dial", 0, downstream=False)
-    assert cleared == [("dial", 0)], cleared
+    cleared = operator.clear_task(run_id, "batch.dial", 0, downstream=False)
+    assert cleared == [("batch.dial", 0)], cleared
     state = operator.wait_run(DAILY, run_id)
     record = _observe(
         operator,
@@ -244,8 +245,9 @@ def test_clear_one_mapped_synthesize_with_downstream(operator: Operator) -> None
     run_id = _day_run(operator)
     day = operator.day
     started, calls_before, reports, ledger = _before(operator, [day])
-    cleared = operator.clear_task(run_id, "synthesize", 1, downstream=True)
-    assert ("synthesize", 1) in cleared and any(t == "dial" for t, _ in cleared), cleared
+    cleared = operator.clear_task(run_id, "batch.synthesize", 1, downstream=True)
+    assert ("batch.synthesize", 1) in cleared, cleared
+    assert any(t == "batch.dial" for t, _ in cleared), cleared
     state = operator.wait_run(DAILY, run_id)
     record = _observe(
         operator,
@@ -301,6 +303,12 @@ def _backfill(operator: Operator, reprocess: str) -> dict[str, Any]:
         ledger,
     )
     record["backfill_runs"] = [r["logical_date"][:10] for r in runs]
+    spans = [(r["start_date"], r["end_date"]) for r in runs]
+    # In date order, one at a time: each run starts after the one before it ended.
+    record["one_run_at_a_time"] = all(
+        later[0] is not None and earlier[1] is not None and later[0] >= earlier[1]
+        for earlier, later in itertools.pairwise(spans)
+    )
     _shape(operator, record, [r["dag_run_id"] for r in runs])
     return record
 
@@ -308,6 +316,7 @@ def _backfill(operator: Operator, reprocess: str) -> dict[str, Any]:
 def test_backfill_three_past_dates(operator: Operator) -> None:
     record = _backfill(operator, "none")
     assert len(record["backfill_runs"]) == BACKFILL_DAYS, record["backfill_runs"]
+    assert record["one_run_at_a_time"], record
     _assert_path(record)
 
 
