@@ -146,6 +146,14 @@ def gateway_connection_json(base_url: str, timeout_s: float = 5.0) -> str:
     )
 
 
+def pythonpath_of_checkout() -> str:
+    """PYTHONPATH for child processes: this checkout's code first (the development harness
+    is not installed, and a venv's editable install may point at another checkout)."""
+    return os.pathsep.join(
+        p for p in (str(REPO_ROOT / "plugins"), str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
+    )
+
+
 def airflow_environment(
     state_dir: Path,
     *,
@@ -157,9 +165,7 @@ def airflow_environment(
     """The environment for ``airflow`` commands that run voice-notify on this machine."""
     airflow_home = state_dir / "airflow"
     airflow_home.mkdir(parents=True, exist_ok=True)
-    pythonpath = os.pathsep.join(
-        p for p in (str(REPO_ROOT / "plugins"), str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
-    )
+    pythonpath = pythonpath_of_checkout()
     env = {
         **os.environ,
         "PYTHONPATH": pythonpath,

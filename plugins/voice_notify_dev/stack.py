@@ -42,7 +42,6 @@ from urllib.parse import urlsplit
 import requests
 import sqlalchemy as sa
 
-from voice_notify import ledger
 from voice_notify_dev import demo_crm, localrun
 
 STATE_FILE = "stack.json"
@@ -483,9 +482,15 @@ def prepare_demo_data(
     crm = sa.create_engine(crm_url)
     try:
         demo_crm.seed(crm, demo_crm.SeedSpec(anchor_date=anchor_date, customers=customers))
-        ledger.ensure_schema(crm)
     finally:
         crm.dispose()
+    # The documented upgrade command, as a deployment runs it before the new version.
+    subprocess.run(
+        [sys.executable, "-m", "voice_notify.db.migrate", "upgrade", "--url", crm_url],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": localrun.pythonpath_of_checkout()},
+    )
     if enroll_voices:
         localrun.enroll_demo_voices(crm_url, s3, BUCKET, anchor_date)
     else:
