@@ -17,7 +17,7 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from airflow.providers.cncf.kubernetes.secret import Secret
 from kubernetes.client import models as k8s
 
-from voice_notify.settings import get_settings
+from voice_notify.settings import Settings, get_settings
 
 #: Kubernetes Secret holding the S3 credentials as environment variables
 #: (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3).
@@ -38,6 +38,69 @@ def batch_label(batch_key: str) -> str:
     # campaigns/<date>/<campaign>/batches/<batch>
     picked = [parts[1], parts[2], parts[-1]] if len(parts) >= 5 else parts[-1:]
     return _LABEL_VALUE.sub("-", ".".join(picked)).strip("-_.")[:63].rstrip("-_.")
+
+
+def _gpu_placement() -> dict[str, Any]:
+    """One whole GPU by limit, on the GPU node pool only, at the synthesis priority."""
+    return {
+        "container_resources": k8s.V1ResourceRequirements(
+            requests={"cpu": "2", "memory": "12Gi"},
+            limits={"nvidia.com/gpu": "1", "memory": "16Gi"},
+        ),
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [
+            k8s.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        ],
+        "priority_class_name": PRIORITY_CLASS,
+    }
+
+
+def _model_volume() -> dict[str, Any]:
+    """The weights, read-only from their claim; nothing is downloaded at run time."""
+    return {
+        "volumes": [
+            k8s.V1Volume(
+                name=MODEL_CLAIM,
+                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                    claim_name=MODEL_CLAIM, read_only=True
+                ),
+            )
+        ],
+        "volume_mounts": [
+            k8s.V1VolumeMount(name=MODEL_CLAIM, mount_path=MODEL_MOUNT, read_only=True)
+        ],
+    }
+
+
+def _pod_lifecycle() -> dict[str, Any]:
+    """Results through the XCom sidecar, logs followed, a grace period for SIGTERM, minutes
+    for a GPU node to scale up and pull the image, failed pods kept for their logs."""
+    return {
+        "do_xcom_push": True,
+        "get_logs": True,
+        "termination_grace_period": 120,
+        "startup_timeout_seconds": 900,
+        "on_finish_action": "delete_succeeded_pod",
+    }
+
+
+def cluster_defaults(settings: Settings) -> dict[str, Any]:
+    """Every cluster default of a synthesis pod (each explained on the operator)."""
+    return {
+        "image": settings.synthesis_image,
+        "namespace": settings.synthesis_namespace,
+        "name": "vn-synthesis",
+        "image_pull_policy": "IfNotPresent",
+        "cmds": ["python", "-m", "synthesis.worker"],
+        # The batch's arguments and label are set once the batch key is known (at render
+        # time: in a mapped task group the key is the group's mapped argument).
+        "labels": {"app": "voice-notify-synthesis"},
+        "secrets": [Secret("env", None, S3_SECRET)],
+        "env_vars": {"VOICE_NOTIFY_MODEL_DIR": settings.synthesis_model_dir},
+        **_gpu_placement(),
+        **_model_volume(),
+        **_pod_lifecycle(),
+    }
 
 
 class SynthesisPodOperator(KubernetesPodOperator):
@@ -89,50 +152,8 @@ class SynthesisPodOperator(KubernetesPodOperator):
         settings = get_settings()
         engine = engine or settings.synthesis_engine
         fallback_engine = fallback_engine or settings.synthesis_fallback_engine
-        kwargs.setdefault("image", settings.synthesis_image)
-        kwargs.setdefault("namespace", settings.synthesis_namespace)
-        kwargs.setdefault("name", "vn-synthesis")
-        kwargs.setdefault("image_pull_policy", "IfNotPresent")
-        kwargs.setdefault("cmds", ["python", "-m", "synthesis.worker"])
-        # The batch's arguments and label are set once the batch key is known (at render
-        # time: in a mapped task group the key is the group's mapped argument).
-        kwargs.setdefault("labels", {"app": "voice-notify-synthesis"})
-        kwargs.setdefault(
-            "container_resources",
-            k8s.V1ResourceRequirements(
-                requests={"cpu": "2", "memory": "12Gi"},
-                limits={"nvidia.com/gpu": "1", "memory": "16Gi"},
-            ),
-        )
-        kwargs.setdefault("node_selector", {"nvidia.com/gpu.present": "true"})
-        kwargs.setdefault(
-            "tolerations",
-            [k8s.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
-        )
-        kwargs.setdefault(
-            "volumes",
-            [
-                k8s.V1Volume(
-                    name=MODEL_CLAIM,
-                    persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
-                        claim_name=MODEL_CLAIM, read_only=True
-                    ),
-                )
-            ],
-        )
-        kwargs.setdefault(
-            "volume_mounts",
-            [k8s.V1VolumeMount(name=MODEL_CLAIM, mount_path=MODEL_MOUNT, read_only=True)],
-        )
-        kwargs.setdefault("secrets", [Secret("env", None, S3_SECRET)])
-        kwargs.setdefault("env_vars", {"VOICE_NOTIFY_MODEL_DIR": settings.synthesis_model_dir})
-        kwargs.setdefault("do_xcom_push", True)
-        kwargs.setdefault("get_logs", True)
-        kwargs.setdefault("termination_grace_period", 120)
-        kwargs.setdefault("priority_class_name", PRIORITY_CLASS)
-        # Scaling up a GPU node and pulling a multi-gigabyte image takes minutes.
-        kwargs.setdefault("startup_timeout_seconds", 900)
-        kwargs.setdefault("on_finish_action", "delete_succeeded_pod")
+        for name, value in cluster_defaults(settings).items():
+            kwargs.setdefault(name, value)
         super().__init__(**kwargs)
         self.batch_key = batch_key
         self.engine = engine
