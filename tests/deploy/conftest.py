@@ -205,16 +205,16 @@ class Operator:
         return [Call.from_line(json.loads(line)) for line in lines if line.strip()]
 
     def attempts(self) -> list[sa.Row]:
-        from voice_notify import ledger
+        from voice_notify.db import schema
 
         with self.crm.connect() as conn:
             return conn.execute(
                 sa.select(
-                    ledger.call_attempts,
-                    ledger.dispatch_ledger.c.notice_type,
+                    schema.call_attempts,
+                    schema.dispatch_ledger.c.notice_type,
                 ).join(
-                    ledger.dispatch_ledger,
-                    ledger.dispatch_ledger.c.id == ledger.call_attempts.c.ledger_id,
+                    schema.dispatch_ledger,
+                    schema.dispatch_ledger.c.id == schema.call_attempts.c.ledger_id,
                 )
             ).all()
 
