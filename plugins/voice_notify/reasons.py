@@ -41,3 +41,5 @@ class Reason(StrEnum):
     CALL_BUSY = "busy"
     CALL_FAILED = "call_failed"
     CALL_CANCELED = "call_canceled"
+    # The callee declined the call (SIP 603 Decline and its kin): not redialled by default.
+    CALL_DECLINED = "call_declined"

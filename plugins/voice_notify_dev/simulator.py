@@ -276,6 +276,7 @@ _TWILIO_STATUS = {
     CallState.BUSY: "busy",
     CallState.FAILED: "failed",
     CallState.CANCELED: "canceled",
+    CallState.DECLINED: "busy",  # Twilio reports a declined call as busy
 }
 
 

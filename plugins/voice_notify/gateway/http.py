@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -30,6 +30,7 @@ from voice_notify.gateway.base import (
     GatewayPermanentError,
     GatewayTransientError,
 )
+from voice_notify.gateway.callbacks import sign_http_request
 from voice_notify.phone import mask_phone
 
 log = logging.getLogger(__name__)
@@ -46,16 +47,25 @@ class HttpGateway:
         seconds
     :param status_callback_base: the callback URL for requests that name none
         (None: such calls are polled only)
+    :param request_secret: sign every request with it (``X-VoiceNotify-Signature``
+        over method, path and body) for a gateway that checks its callers, such as
+        the SIP call service
     """
 
     name = "http"
 
     def __init__(
-        self, base_url: str, timeout_s: float = 5.0, *, status_callback_base: str | None = None
+        self,
+        base_url: str,
+        timeout_s: float = 5.0,
+        *,
+        status_callback_base: str | None = None,
+        request_secret: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.status_callback_base = status_callback_base
+        self.request_secret = request_secret
         self._session = requests.Session()
 
     def place_call(self, request: CallRequest) -> CallStatus:
@@ -109,10 +119,23 @@ class HttpGateway:
         self._session.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self._session.request(
-                method, self.base_url + path, timeout=self.timeout_s, **kwargs
+        prepared = self._session.prepare_request(
+            requests.Request(method, self.base_url + path, **kwargs)
+        )
+        if self.request_secret:
+            signed = urlsplit(prepared.url)
+            target = signed.path + (f"?{signed.query}" if signed.query else "")
+            body = prepared.body or b""
+            prepared.headers.update(
+                sign_http_request(
+                    self.request_secret,
+                    method,
+                    target,
+                    body.encode() if isinstance(body, str) else body,
+                )
             )
+        try:
+            return self._session.send(prepared, timeout=self.timeout_s)
         except requests.RequestException as exc:
             # Covers timeouts and refused or dropped connections: the call may exist.
             raise GatewayTransientError(f"{self.name} {method} {path} failed: {exc}") from exc
