@@ -177,9 +177,7 @@ def make_service(tmp_path: Path, ledger_engine: sa.Engine) -> Iterator[Callable[
             ServiceSettings(
                 name=name, state_dir=state_dir, secret=SECRET, listen_port=0, **overrides
             ),
-            TrunkSettings(
-                trunk_host=host, trunk_port=port, codecs=codecs, rtp_ports="41000-41999"
-            ),
+            TrunkSettings(trunk_host=host, trunk_port=port, codecs=codecs, rtp_ports="41000-41999"),
             CallTimers(**{**SHORT_TIMERS, **timers}),
             engine or ledger_engine,
         )

@@ -7,14 +7,13 @@ import socket
 import time
 
 import pytest
-
 import sqlalchemy as sa
 
 from tests.gateway.sip.conftest import CONTEXT, NUMBERS, RING_S, needs_baresip
 from tests.gateway.sip.notice_audio import AI_LABEL, render_notice
 from tests.text.samples import ALL_NOTICES
-from voice_notify.gateway.base import CallRequest, CallState, GatewayPermanentError
 from voice_notify.db import schema
+from voice_notify.gateway.base import CallRequest, CallState, GatewayPermanentError
 from voice_notify.gateway.sip.audio import compare_audio, read_pcm
 from voice_notify.settle import outcomes as reconcile
 from voice_notify_dev.sip_callee import compare_answered_calls

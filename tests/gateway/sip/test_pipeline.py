@@ -256,9 +256,7 @@ def test_a_restarted_service_settles_what_it_carried_and_never_dials_again(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with ledger_engine.connect() as conn:
-                book = {
-                    r.call_id: r for r in conn.execute(sa.select(schema.sip_calls)).all()
-                }
+                book = {r.call_id: r for r in conn.execute(sa.select(schema.sip_calls)).all()}
             if book[placed[opt_out]].digits == "9" and book[placed[listener]].answered_at:
                 break
             time.sleep(0.05)
