@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # default-libmysqlclient-dev and pkg-config: mysqlclient (the MySQL provider) builds on them.
-SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium default-libmysqlclient-dev pkg-config
+# sip-tester: SIPp, the carrier in the SIP tests (tests/gateway/sip/scenarios).
+SYSTEM_PACKAGES := espeak-ng sox baresip-core sip-tester chromium default-libmysqlclient-dev pkg-config
 
 # Passed through to the demo: GATEWAY_FAULTS (simulator fault mix, see README).
 export GATEWAY_FAULTS

@@ -141,28 +141,33 @@ class RunningService:
             time.sleep(0.1)
 
 
-@pytest.fixture
-def ledger_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+def migrated_sqlite(path: Path) -> sa.Engine:
     """A migrated SQLite ledger database: the call book lives there."""
     from voice_notify.db import migrate
     from voice_notify.db.sql import make_engine
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    engine = make_engine(f"sqlite:///{path}")
     migrate.upgrade(engine)
+    return engine
+
+
+@pytest.fixture
+def ledger_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    engine = migrated_sqlite(tmp_path / "ledger.sqlite")
     yield engine
     engine.dispose()
 
 
-@pytest.fixture
-def make_service(tmp_path: Path, ledger_engine: sa.Engine) -> Iterator[Callable[..., Any]]:
-    """Start SIP call services in this process with short timers; all stopped afterwards."""
-    from voice_notify.gateway.sip.call import CallTimers, TrunkSettings
-    from voice_notify.gateway.sip.gateway import SipGateway
-    from voice_notify.gateway.sip.service import CallService, ServiceSettings, serve
+class ServiceFactory:
+    """Starts SIP call services in this process with short timers; ``close`` stops them."""
 
-    made: list[RunningService] = []
+    def __init__(self, tmp_path: Path, engine: sa.Engine) -> None:
+        self.tmp_path = tmp_path
+        self.engine = engine
+        self.made: list[RunningService] = []
 
-    def make(
+    def __call__(
+        self,
         host: str,
         port: int,
         *,
@@ -170,16 +175,21 @@ def make_service(tmp_path: Path, ledger_engine: sa.Engine) -> Iterator[Callable[
         engine: sa.Engine | None = None,
         **overrides: Any,
     ) -> RunningService:
+        from voice_notify.gateway.sip.call import CallTimers, TrunkSettings
+        from voice_notify.gateway.sip.gateway import SipGateway
+        from voice_notify.gateway.sip.service import CallService, ServiceSettings, serve
+
         timers = {k: overrides.pop(k) for k in list(overrides) if k in SHORT_TIMERS}
         codecs = overrides.pop("codecs", ("PCMU", "PCMA"))
-        state_dir = tmp_path / f"service-{name}-{len(made)}"
+        state_dir = self.tmp_path / f"service-{name}-{len(self.made)}"
+        engine = engine or self.engine
         service = CallService(
             ServiceSettings(
                 name=name, state_dir=state_dir, secret=SECRET, listen_port=0, **overrides
             ),
             TrunkSettings(trunk_host=host, trunk_port=port, codecs=codecs, rtp_ports="41000-41999"),
             CallTimers(**{**SHORT_TIMERS, **timers}),
-            engine or ledger_engine,
+            engine,
         )
         stop = threading.Event()
         thread = threading.Thread(target=serve, args=(service, stop), daemon=True)
@@ -195,12 +205,19 @@ def make_service(tmp_path: Path, ledger_engine: sa.Engine) -> Iterator[Callable[
                 stop.set()
                 thread.join(timeout=30)
 
-        gateway = SipGateway(url, SECRET)
-        running = RunningService(service, url, gateway, engine or ledger_engine, halt)
-        made.append(running)
+        running = RunningService(service, url, SipGateway(url, SECRET), engine, halt)
+        self.made.append(running)
         return running
 
-    yield make
-    for running in made:
-        running.service.stop(drain_s=0.0)  # hang up what still runs
-        running.stop()
+    def close(self) -> None:
+        for running in self.made:
+            running.service.stop(drain_s=0.0)  # hang up what still runs
+            running.stop()
+
+
+@pytest.fixture
+def make_service(tmp_path: Path, ledger_engine: sa.Engine) -> Iterator[ServiceFactory]:
+    """Start SIP call services in this process; all stopped afterwards."""
+    factory = ServiceFactory(tmp_path, ledger_engine)
+    yield factory
+    factory.close()

@@ -76,6 +76,7 @@ STOPPED = "service_stopped"  # hung up by the service (shutting down) before the
 _SIP_CODE = re.compile(r"^([3-6][0-9]{2})\b")
 _PROVISIONAL = re.compile(r"^SIP/2\.0 (1[0-9]{2})\b")
 _CALL_ID_LINE = re.compile(r"^Call-ID:\s*(\S+)", re.IGNORECASE)
+_ENCODER_LINE = re.compile(r"^audio: Set audio encoder: (PCM[UA])\b")
 _TRANSPORTS = ("udp", "tcp")
 CODECS = ("PCMU", "PCMA")
 _MEDIA_DRAIN_S = 0.5
@@ -200,6 +201,7 @@ class CallResult:
     error: str | None
     digits: str
     sip_reason: str
+    codec: str | None = None
     setup_s: float | None = None
     early_media_s: float | None = None
     ring_s: float | None = None
@@ -258,6 +260,7 @@ class SipCall(threading.Thread):
         self.log_dir = log_dir
         self.listener = listener
         self.sip_call_id: str | None = None
+        self.codec: str | None = None  # the codec on the line, once negotiated
         self.dialed = threading.Event()  # the INVITE left, or nothing will be sent
         self._sip_call_id_seen = threading.Event()
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -344,6 +347,9 @@ class SipCall(threading.Thread):
             if match:
                 self.sip_call_id = match.group(1)
                 self._sip_call_id_seen.set()
+        encoder = _ENCODER_LINE.match(text)
+        if encoder:
+            self.codec = encoder.group(1)
         match = _PROVISIONAL.match(text)
         if match:
             # Only responses start with SIP/2.0, and the only ones this UA receives
@@ -444,9 +450,9 @@ class SipCall(threading.Thread):
                 self._ringing(now)
         elif kind in ("CALL_RINGING", "CALL_PROGRESS"):
             t.setdefault("trying", now)
+            if kind == "CALL_PROGRESS":
+                t.setdefault("early_media", now)  # an 18x with SDP: early media from here
             self._ringing(now)
-        elif kind == "CALL_REMOTE_SDP" and "answered" not in t:
-            t.setdefault("early_media", now)  # SDP before the answer: early media
         elif kind == "CALL_ESTABLISHED" and "answered" not in t:
             self._answered(now)
         elif kind == "CALL_DTMF_START" and event.get("param") and "answered" in t:
@@ -509,6 +515,7 @@ class SipCall(threading.Thread):
             error=error,
             digits=self._digits,
             sip_reason=reason[:96],
+            codec=self.codec,
             setup_s=span("dial", "trying"),
             early_media_s=span("early_media", "answered"),
             ring_s=span("ringing", "answered"),

@@ -630,7 +630,7 @@ class _Listener:
         return pending.booked if pending else self.service.book.by_call_id(call.call_id)
 
     def dialing(self, call: SipCall, sip_call_id: str | None) -> None:
-        self.service.book.dialing(call.call_id, sip_call_id, call.codecs[0])
+        self.service.book.dialing(call.call_id, sip_call_id, None)
 
     def progress(self, call: SipCall, state: CallState) -> None:
         self.service.book.progress(call.call_id, state)
@@ -663,6 +663,7 @@ class _Listener:
                 result.error,
                 digits=result.digits[:32],
                 sip_reason=result.sip_reason,
+                codec=result.codec,
                 audio_s=round(call.audio.seconds, 3),
                 setup_s=result.setup_s,
                 early_media_s=result.early_media_s,
