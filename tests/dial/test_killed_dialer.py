@@ -30,7 +30,7 @@ import datetime as dt, sys
 from dataclasses import replace
 from pathlib import Path
 import boto3, sqlalchemy as sa
-from voice_notify.dial import dialer as dispatch
+from voice_notify.dial import dialer as dispatch, ratelimit
 from voice_notify.plan.campaigns import CallingHours, load_campaign_config
 from voice_notify.gateway.http import SimulatorGateway
 from voice_notify.gateway.twilio import TwilioGateway
