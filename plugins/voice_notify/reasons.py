@@ -23,6 +23,9 @@ class Reason(StrEnum):
     # The notice type's legal basis is consent and the CRM shows none for the customer.
     NO_CUSTOMER_CONSENT = "no_customer_consent"
     INVALID_PHONE = "invalid_phone"
+    # Digits of a script other than ASCII (Arabic-Indic, Devanagari, circled...): refused
+    # rather than guessed (full-width digits are folded to ASCII; see voice_notify.phone).
+    PHONE_NON_ASCII_DIGITS = "phone_non_ascii_digits"
     INVALID_VARIABLES_JSON = "invalid_variables_json"
     UNKNOWN_NOTICE_TYPE = "unknown_notice_type"
     # Another campaign date holds the notice's dial claim.

@@ -178,6 +178,7 @@ class _Dialer:
         self.history: dict[int, list[compliance.PastAttempt]] = {}
         self.blocked: set[str] = set()
         self.claimed_elsewhere: set[int] = set()
+        self.phone_reasons: dict[int, str] = {}
 
     def run(self, rows: Sequence[sa.Row], contacts: Mapping[int, Any]) -> DialCounts:
         now = self.ctx.now()
@@ -186,8 +187,9 @@ class _Dialer:
             contact = contacts.get(row.notice_id)
             try:
                 numbers[row.notice_id] = to_e164(contact.phone) if contact else None
-            except InvalidPhoneNumber:
+            except InvalidPhoneNumber as exc:
                 numbers[row.notice_id] = None
+                self.phone_reasons[row.notice_id] = exc.reason
         with self.engine.connect() as conn:
             self.history = compliance.recent_attempts(
                 conn, [r.customer_id for r in rows], _naive_utc(now - _CAP_HISTORY)
@@ -213,7 +215,7 @@ class _Dialer:
         if contact.voice_opt_out:
             return compliance.skip(Reason.OPTED_OUT_BEFORE_DIAL)
         if number is None:
-            return compliance.skip(Reason.INVALID_PHONE)
+            return compliance.skip(self.phone_reasons.get(row.notice_id, Reason.INVALID_PHONE))
         if number in self.blocked:
             return compliance.skip(Reason.ON_DO_NOT_CALL)
         now = self.ctx.now()

@@ -31,7 +31,8 @@ from voice_notify.gateway.base import (
     GatewayTransientError,
 )
 from voice_notify.gateway.callbacks import sign_http_request
-from voice_notify.phone import mask_phone
+from voice_notify.logsafe import escape
+from voice_notify.phone import mask_phone, redact_numbers
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class HttpGateway:
             "%s %s call %s to %s for key %s (%s)",
             self.name,
             "placed" if response.status_code == 201 else "already had",
-            status.call_id,
+            escape(status.call_id),
             mask_phone(request.to),
             request.idempotency_key,
             status.state,
@@ -138,16 +139,18 @@ class HttpGateway:
             return self._session.send(prepared, timeout=self.timeout_s)
         except requests.RequestException as exc:
             # Covers timeouts and refused or dropped connections: the call may exist.
-            raise GatewayTransientError(f"{self.name} {method} {path} failed: {exc}") from exc
+            raise GatewayTransientError(
+                f"{self.name} {method} {path} failed: {redact_numbers(exc)}"
+            ) from exc
 
     def _raise_for_rejection(self, response: requests.Response, operation: str) -> None:
         code = response.status_code
         if 200 <= code < 300:
             return
         error, detail = _error_of(response)
-        message = f"{error}: {self.name} gateway refused {operation} with HTTP {code}"
+        message = f"{escape(error, 64)}: {self.name} gateway refused {operation} with HTTP {code}"
         if detail:
-            message += f" ({detail})"
+            message += f" ({redact_numbers(detail)})"
         # 429 is a 4xx that asks to be retried; everything else 4xx is the request's own fault.
         if 400 <= code < 500 and code != 429:
             raise GatewayPermanentError(message)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthesis.manifest import VoiceSpec
+from voice_notify.logsafe import escape
 from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
 from voice_notify.plan.campaigns import CampaignConfig
 from voice_notify.reasons import Reason
@@ -81,8 +82,8 @@ def decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) -> 
         return skip(Reason.NO_CUSTOMER_CONSENT)
     try:
         to_e164(notice.get("phone"))
-    except InvalidPhoneNumber:
-        return skip(Reason.INVALID_PHONE)
+    except InvalidPhoneNumber as exc:
+        return skip(exc.reason)
     variables = notice.get("variables")
     if isinstance(variables, str):
         try:
@@ -133,7 +134,7 @@ def decide_all(
         log.info(
             "notice %s (%s, %s): %s",
             decision.notice_id,
-            decision.notice_type or "<none>",
+            escape(decision.notice_type or "<none>", 64),  # CRM data: one field, one line
             mask_phone(notice.get("phone")),
             "planned" if decision.planned else f"skipped reason={decision.reason_code}",
         )

@@ -22,6 +22,8 @@ from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.gateway.base import CallState, CallStatus, GatewayError, VoiceGateway
 from voice_notify.ledger import LedgerState
+from voice_notify.logsafe import escape
+from voice_notify.phone import redact_numbers
 from voice_notify.plan.campaigns import CampaignConfig, RedialPolicy
 from voice_notify.reasons import Reason
 
@@ -153,7 +155,9 @@ def settle_calls(
             try:
                 status = gateway.call_status(row.call_id)
             except GatewayError as exc:
-                log.warning("call %s: status unavailable: %s", row.call_id, exc)
+                log.warning(
+                    "call %s: status unavailable: %s", escape(row.call_id), redact_numbers(exc)
+                )
         if status is None or not status.terminal:
             counts.still_open += 1
             continue
@@ -271,7 +275,7 @@ def apply_outcome(
         log.info(
             "notice %s: call %s (attempt %s) ended outcome=%s%s",
             row.notice_id,
-            row.call_id,
+            escape(row.call_id),
             row.attempt,
             outcome,
             " redial scheduled" if settlement is Settlement.REDIAL else "",
