@@ -178,3 +178,38 @@ def test_bad_requests_are_permanent_and_place_nothing(make_service, audio_server
     with pytest.raises(GatewayPermanentError, match="invalid_audio"):
         gateway.place_call(CallRequest(to=NUMBERS[3], idempotency_key="b", audio_url=text))
     assert gateway.find_call("a") is None and gateway.find_call("b") is None
+
+
+def test_a_stopping_service_ends_every_call_it_holds_and_takes_no_more(
+    callee, make_service, audio_server, tone_wav
+):
+    from voice_notify.gateway.base import GatewayTransientError
+
+    running = make_service(callee.host, callee.port, max_calls=1)
+    url = audio_server.publish(tone_wav)
+    placed = [
+        running.gateway.place_call(
+            CallRequest(to=NUMBERS[n], idempotency_key=f"k-stop-{n}", audio_url=url)
+        ).call_id
+        for n in (5, 15, 25)  # answer at once; one line, so two wait
+    ]
+    deadline = time.monotonic() + 10
+    while running.gateway.call_status(placed[0]).state is not CallState.IN_PROGRESS:
+        assert time.monotonic() < deadline, "the first call was never answered"
+        time.sleep(0.05)
+    running.service.stop(drain_s=0.0)
+    statuses = {c: running.gateway.call_status(c) for c in placed}
+    assert (statuses[placed[0]].state, statuses[placed[0]].error) == (
+        CallState.FAILED,
+        "service_stopped",
+    )
+    for call_id in placed[1:]:
+        assert (statuses[call_id].state, statuses[call_id].error) == (
+            CallState.CANCELED,
+            "not_dialed",
+        )
+    assert running.service.busy == 0
+    with pytest.raises(GatewayTransientError, match="service_stopping"):
+        running.gateway.place_call(
+            CallRequest(to=NUMBERS[35], idempotency_key="k-stop-late", audio_url=url)
+        )

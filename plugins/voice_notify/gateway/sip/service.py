@@ -373,15 +373,17 @@ class CallService:
 
     def stop(self, drain_s: float | None = None) -> None:
         """Take no more calls; let running calls end (up to ``drain_s``), then hang up."""
-        self._stopping.set()
         with self._lock:
+            self._stopping.set()
             queued = list(self._queue)
             self._queue.clear()
+            for pending in queued:
+                self._pending.pop(pending.booked.call_id, None)
             self._lock.notify_all()
         for pending in queued:
             self._finish(pending.booked, CallState.CANCELED, NOT_DIALED, "service stopped")
         deadline = time.monotonic() + (self.settings.drain_s if drain_s is None else drain_s)
-        while self.busy and time.monotonic() < deadline:
+        while self._lines_in_use() and time.monotonic() < deadline:
             time.sleep(0.1)
         with self._lock:
             running = list(self._running.values())
@@ -394,6 +396,10 @@ class CallService:
         self.callbacks.close()
         self.book.stopped()
         log.info("SIP call service %s stopped", self.owner)
+
+    def _lines_in_use(self) -> int:
+        with self._lock:
+            return len(self._running)
 
     @property
     def busy(self) -> int:
@@ -439,9 +445,16 @@ class CallService:
             return 200, status_body(booked.status())
         pending = _Pending(booked, request["to"], audio, request["ring_timeout_s"])
         with self._lock:
-            self._queue.append(pending)
-            self._pending[booked.call_id] = pending
-            self._lock.notify_all()
+            stopping = self._stopping.is_set()  # under the lock: stop() empties the queue
+            if not stopping:
+                self._queue.append(pending)
+                self._pending[booked.call_id] = pending
+                self._lock.notify_all()
+        if stopping:
+            # Accepted while the service began to stop: ended unsent, never left waiting.
+            self._finish(booked, CallState.CANCELED, NOT_DIALED, "service stopping")
+            ended = self.book.by_call_id(booked.call_id) or booked
+            return 201, status_body(ended.status())
         log.info(
             "accepted call %s to %s for key %s", booked.call_id, mask_phone(request["to"]), key
         )
@@ -680,14 +693,16 @@ class _Listener:
         pending = self.service._pending.get(call.call_id)
         if pending is not None:
             pending.tries += 1
-        if pending is not None and pending.tries < _START_TRIES:
+        stopping = self.service._stopping.is_set()
+        if pending is not None and pending.tries < _START_TRIES and not stopping:
             log.warning("call %s not placed (%s); it waits for a line again", call.call_id, reason)
             self.service._line_free(call.call_id, retry=True)
             return
         log.error("call %s could not be placed: %s", call.call_id, reason)
         try:
-            if pending is not None:
-                self.service._finish(pending.booked, CallState.CANCELED, NOT_DIALED, reason)
+            booked = pending.booked if pending else self.service.book.by_call_id(call.call_id)
+            if booked is not None:
+                self.service._finish(booked, CallState.CANCELED, NOT_DIALED, reason)
         finally:
             self.service._line_free(call.call_id)
 
