@@ -37,6 +37,7 @@ from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.db.sql import load_sql
 from voice_notify.dial.ratelimit import RateLimiter
+from voice_notify.extract import fields
 from voice_notify.gateway.base import (
     CallRequest,
     CallStatus,
@@ -212,14 +213,17 @@ class _Dialer:
             return compliance.skip(Reason.ALREADY_CONTACTED)
         if contact is None or contact.status != "due":
             return compliance.skip(Reason.NOTICE_NO_LONGER_DUE)
-        if contact.voice_opt_out:
+        opted_out = fields.parse_flag(contact.voice_opt_out)
+        if opted_out is True:
             return compliance.skip(Reason.OPTED_OUT_BEFORE_DIAL)
+        if opted_out is not False:  # unreadable now: never read as "no"
+            return compliance.skip(Reason.INVALID_OPT_OUT)
         if number is None:
             return compliance.skip(self.phone_reasons.get(row.notice_id, Reason.INVALID_PHONE))
         if number in self.blocked:
             return compliance.skip(Reason.ON_DO_NOT_CALL)
         now = self.ctx.now()
-        zone = compliance.customer_zone(contact.time_zone, number)
+        zone = compliance.customer_zone(fields.valid_time_zone(contact.time_zone), number)
         verdict = compliance.hours_verdict(self.ctx.config.calling_hours, now, zone)
         if not verdict.allowed:
             return verdict
