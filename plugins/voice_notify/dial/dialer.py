@@ -65,6 +65,11 @@ def idempotency_key(notice_id: int, campaign_date: dt.date, attempt: int) -> str
     return f"vn-{notice_id}-{campaign_date.isoformat()}-{attempt}"
 
 
+def _transient_db_error(exc: sa.exc.DBAPIError) -> bool:
+    """A dropped connection or a busy database, as opposed to a bug (a constraint)."""
+    return exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError)
+
+
 def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
@@ -81,6 +86,7 @@ class DialCounts:
     # ``dialing``/``synthesized`` for the reconcile DAG, which looks each up first.
     transient: int = 0
     attempted: int = 0  # calls this pass asked the gateway for (placements and look-ups)
+    db_errors: int = 0  # rows left as they were after a dropped database connection
     last_error: str | None = None
     gateway: str = ""
     place_attempts: int = 0
@@ -95,11 +101,12 @@ class DialCounts:
 
     @property
     def left_for_reconcile(self) -> int:
-        return self.transient
+        return self.transient + self.db_errors
 
     @property
     def gateway_down(self) -> bool:
-        """Whether the gateway looks down: most calls this pass tried were not placed."""
+        """Whether the gateway looks down: most calls this pass tried were not placed
+        (database errors do not count: they say nothing about the gateway)."""
         return self.attempted > 0 and 2 * self.transient > self.attempted
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,6 +120,7 @@ class DialCounts:
             "transient": self.transient,
             "left_for_reconcile": self.left_for_reconcile,
             "attempted": self.attempted,
+            "db_errors": self.db_errors,
             "gateway_down": self.gateway_down,
             "reasons": dict(sorted(self.reasons.items())),
         }
@@ -124,7 +132,7 @@ class GatewayDown(RuntimeError):
 
     def __init__(self, counts: DialCounts) -> None:
         super().__init__(
-            f"voice gateway {counts.gateway!r} looks down: {counts.left_for_reconcile} of "
+            f"voice gateway {counts.gateway!r} looks down: {counts.transient} of "
             f"{counts.attempted} calls in this batch could not be placed, each after "
             f"{counts.place_attempts} tries with a look-up before every resend (last error: "
             f"{counts.last_error}). No call was placed twice; the ones not placed stay open "
@@ -199,12 +207,31 @@ class _Dialer:
             self.claimed_elsewhere = ledger.notices_claimed_by_others(
                 conn, {r.notice_id: r.id for r in rows}
             )
-        for row in rows:
+        last_db_error: sa.exc.DBAPIError | None = None
+        for done, row in enumerate(rows, start=1):
             contact, number = contacts.get(row.notice_id), numbers.get(row.notice_id)
-            if row.state == LedgerState.DIALING:
-                self._resume(row, contact, number)
-            elif row.state == LedgerState.SYNTHESIZED:
-                self._dial(row, contact, number)
+            try:
+                if row.state == LedgerState.DIALING:
+                    self._resume(row, contact, number)
+                elif row.state == LedgerState.SYNTHESIZED:
+                    self._dial(row, contact, number)
+            except sa.exc.DBAPIError as exc:
+                if not _transient_db_error(exc):
+                    raise
+                # A dropped connection (a failover, pg_terminate_backend): every ledger
+                # write is conditional, so the row is left as it is (synthesized, or in
+                # dialing, looked up before any resend) for the reconcile DAG.
+                last_db_error = exc
+                self.counts.db_errors += 1
+                log.warning(
+                    "notice %s: database error (%s); left for voice_notice_reconcile",
+                    row.notice_id,
+                    type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+                )
+                if self.counts.db_errors >= 3 and 2 * self.counts.db_errors > done:
+                    raise  # the database looks down: let the task fail and retry
+        if last_db_error is not None and 2 * self.counts.db_errors > len(rows):
+            raise last_db_error
         return self.counts
 
     def _gate(self, row: sa.Row, contact: Any, number: str | None) -> compliance.Verdict:
