@@ -293,3 +293,39 @@ def test_a_restarted_service_settles_what_it_carried_and_never_dials_again(
         assert call.closed_at - call.answered_at < 7.0  # well before the 8 s notice ended
     recordings = [read_pcm(callee.state_dir / c.recording) for c in calls if c.recording]
     assert recordings and all(r.size < 8 * 8000 for r in recordings)
+
+
+def test_another_replica_settles_the_calls_of_one_that_died(
+    tmp_path, ledger_engine, callee, audio_server, tone_wav
+):
+    """A replica that dies and does not come back: once its heartbeat is older than the
+    lease (and the survivor has been alive that long), the survivor settles its calls."""
+    db_url = ledger_engine.url.render_as_string(hide_password=False)
+    common = {
+        "db_url": db_url,
+        "trunk_host": callee.host,
+        "trunk_port": callee.port,
+        "secret": SECRET,
+        "options": SERVICE_OPTIONS,  # heartbeat 0.5 s, lease 3 s
+    }
+    url = audio_server.publish(tone_wav)
+    request = CallRequest(to="+8613800000005", idempotency_key="vn-5-2026-11-26-1", audio_url=url)
+    doomed = start_sip_service(tmp_path / "a", name="sip-a", **common)
+    survivor = start_sip_service(tmp_path / "b", name="sip-b", **common)
+    try:
+        call_id = SipGateway(doomed.url, SECRET).place_call(request).call_id
+        time.sleep(0.5)
+        doomed.kill()
+        gateway = SipGateway(survivor.url, SECRET)
+        deadline = time.monotonic() + 20
+        while not (status := gateway.call_status(call_id)).terminal:
+            assert time.monotonic() < deadline, "the dead replica's call was never settled"
+            time.sleep(0.2)
+        assert status.error in ("interrupted", "not_dialed")
+        # The survivor knows the key: a resend places nothing.
+        assert gateway.place_call(request).call_id == call_id
+    finally:
+        survivor.stop()
+        doomed.stop()
+    time.sleep(0.5)
+    assert len(callee.calls()) <= 1

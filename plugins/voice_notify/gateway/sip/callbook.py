@@ -293,20 +293,15 @@ class CallBook:
             )
 
     @db_retry()
-    def orphans(self, name: str, lease_s: float) -> list[BookedCall]:
-        """Open calls no live run carries: an earlier run of ``name``, or a run whose
-        heartbeat is older than ``lease_s`` (a replica that died and did not come back)."""
-        stale = _utcnow() - dt.timedelta(seconds=lease_s)
+    def orphans(self, name: str, lease_s: float | None) -> list[BookedCall]:
+        """Open calls no live run carries: an earlier run of ``name`` (this replica,
+        restarted), a run that stopped, and, when ``lease_s`` is given, a run whose
+        heartbeat is older than that (a replica that died and did not come back)."""
+        dead = [_services.c.name == name, _services.c.stopped_at.is_not(None)]
+        if lease_s is not None:
+            dead.append(_services.c.heartbeat_at < _utcnow() - dt.timedelta(seconds=lease_s))
         dead_runs = (
-            sa.select(_services.c.owner)
-            .where(_services.c.owner != self.owner)
-            .where(
-                sa.or_(
-                    _services.c.name == name,
-                    _services.c.heartbeat_at < stale,
-                    _services.c.stopped_at.is_not(None),
-                )
-            )
+            sa.select(_services.c.owner).where(_services.c.owner != self.owner).where(sa.or_(*dead))
         )
         unknown_runs = sa.select(_services.c.owner)
         with self.engine.connect() as conn:

@@ -345,6 +345,7 @@ class CallService:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._http = requests.Session()
+        self._db_ok_since: float | None = None  # since when heartbeats have gone through
         self._work = settings.state_dir / "work"
         self._logs = settings.state_dir / "logs"
         self.silence_wav = self._work / "silence.wav"
@@ -357,6 +358,7 @@ class CallService:
         self._logs.mkdir(parents=True, exist_ok=True)
         write_silence(self.silence_wav, self.timers.before_answer_s)
         self.book.register(self.settings.name, self._host, os.getpid())
+        self._db_ok_since = time.monotonic()
         self.settle_orphans()
         self.callbacks.start()
         for target, name in ((self._dispatch, "sip-lines"), (self._keep_alive, "sip-heartbeat")):
@@ -581,7 +583,11 @@ class CallService:
         more (a call whose end could not be written while the database was away).
         """
         settled = 0
-        orphans = self.book.orphans(self.settings.name, self.settings.lease_s)
+        # Another run's silence means it died only if this run could have heard it for a
+        # whole lease: after a database outage every heartbeat is stale at once.
+        heard_for = time.monotonic() - (self._db_ok_since or time.monotonic())
+        lease = self.settings.lease_s if heard_for >= self.settings.lease_s else None
+        orphans = self.book.orphans(self.settings.name, lease)
         lost_before = _naive_utcnow() - dt.timedelta(seconds=60)
         with self._lock:
             carried = set(self._running) | set(self._pending)
@@ -610,8 +616,10 @@ class CallService:
         while not self._stopping.wait(self.settings.heartbeat_s):
             try:
                 self.book.heartbeat()
+                self._db_ok_since = self._db_ok_since or time.monotonic()
                 self.settle_orphans()
             except sa.exc.SQLAlchemyError as exc:
+                self._db_ok_since = None
                 log.warning("heartbeat failed: %s", type(exc).__name__)
 
 
