@@ -272,6 +272,9 @@ def run(state_dir: Path, campaign_date: dt.date, seed: int, gateway: str = "simu
         good = sum(m["matches"] for m in matches)
         print(f"  SIP recordings equal to the audio sent: {good} of {len(matches)} answered calls")
         for m in matches:
+            if "ncc" not in m:  # no recording, or no audio sent under that Call-ID
+                print(f"    {m['call_id'][:16]} {m['behaviour']:<24} {m['problem']}")
+                continue
             print(
                 f"    {m['call_id'][:16]} {m['behaviour']:<24} sent {m['sent_s']:.2f} s "
                 f"ncc {m['ncc']:.4f} frames {m['equal_frames']}/{m['active_frames']}"
