@@ -340,9 +340,7 @@ class SipCallee:
             before = set(raw_dir.glob("dump-*-dec.wav"))
             if not self._act(user, call_id, "accept"):
                 return
-            # Generous: on a loaded machine the file can come late, and a late file taken
-            # for the next answer's would name one call's recording after another.
-            deadline = time.monotonic() + 8.0
+            deadline = time.monotonic() + 2.0
             new: list[Path] = []
             while not new and time.monotonic() < deadline:
                 new = sorted(set(raw_dir.glob("dump-*-dec.wav")) - before)
