@@ -148,14 +148,39 @@ def _variables(notice_type: Any) -> st.SearchStrategy:
     ).map(lambda d: json.dumps(d, ensure_ascii=False, default=str))
 
 
+def _other_scripts(number: str) -> list[str]:
+    """A valid number written with the digits of other scripts (and wider forms)."""
+    return [
+        number.translate({ord("0") + d: base + d for d in range(10)})
+        for base in (0xFF10, 0x0660, 0x06F0, 0x0966, 0x2070)  # full-width .. superscript-ish
+    ]
+
+
+# Per column, besides values of every type: the near misses that column attracts.
+NEAR_MISSES = {
+    "due_date": st.sampled_from(
+        [f"2026-11-{d}" for d in (31, 32, "3O", "30x", "27T25:00:00")]
+        + ["2026-11-26 ", "2026-11-2"]
+    ),
+    "time_zone": st.sampled_from(
+        ["Asia", "Asia/", "asia/shanghai", "UTC+8", "../etc", "Mars/Base"]
+    ),
+    "phone": valid_phone.flatmap(lambda n: st.sampled_from(_other_scripts(n))),
+    "voice_opt_out": st.sampled_from(["maybe", "2", 2, -1, 0.5, "oui", b"\x01"]),
+}
+
+
 @st.composite
 def crm_row(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     """One customer and one notice of theirs: plausible, with up to three columns (of those
-    the pipeline reads) replaced by values of any type."""
+    the pipeline reads) replaced by values of any type or by that column's near misses."""
     corrupt = draw(st.sets(st.sampled_from(COLUMNS), max_size=3))
 
     def column(name: str, valid: st.SearchStrategy) -> Any:
-        return draw(wild if name in corrupt else valid)
+        if name not in corrupt:
+            return draw(valid)
+        near = NEAR_MISSES.get(name)
+        return draw(wild if near is None or draw(st.booleans()) else near)
 
     notice_type = column("notice_type", st.sampled_from(demo_crm.NOTICE_TYPES))
     customer = {
