@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # default-libmysqlclient-dev and pkg-config: mysqlclient (the MySQL provider) builds on them.
 # fonts-noto-cjk: Chinese text in the console's and the report's browser screenshots.
-SYSTEM_PACKAGES := espeak-ng sox baresip-core chromium fonts-noto-cjk default-libmysqlclient-dev pkg-config
+# sip-tester: SIPp, the carrier in the SIP tests (tests/gateway/sip/scenarios).
+SYSTEM_PACKAGES := espeak-ng sox baresip-core sip-tester chromium fonts-noto-cjk default-libmysqlclient-dev pkg-config
 # make stack (and tests/deploy/, which starts one): the metadata DB and CRM server, the
 # broker; docker-compose (Compose v1) renders docker/compose.yaml in tests/deploy/.
 STACK_PACKAGES := postgresql redis-server docker-compose

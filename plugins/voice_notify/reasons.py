@@ -23,8 +23,20 @@ class Reason(StrEnum):
     # The notice type's legal basis is consent and the CRM shows none for the customer.
     NO_CUSTOMER_CONSENT = "no_customer_consent"
     INVALID_PHONE = "invalid_phone"
+    # Digits of a script other than ASCII (Arabic-Indic, Devanagari, circled...): refused
+    # rather than guessed (full-width digits are folded to ASCII; see voice_notify.phone).
+    PHONE_NON_ASCII_DIGITS = "phone_non_ascii_digits"
     INVALID_VARIABLES_JSON = "invalid_variables_json"
     UNKNOWN_NOTICE_TYPE = "unknown_notice_type"
+    # A CRM field of the wrong type or form (voice_notify.extract.fields): the notice is
+    # skipped rather than guessed at; an unreadable opt-out flag is never read as "no".
+    INVALID_NOTICE_ID = "invalid_notice_id"  # the row cannot be keyed: logged, not recorded
+    INVALID_CUSTOMER_ID = "invalid_customer_id"
+    INVALID_DUE_DATE = "invalid_due_date"
+    INVALID_TIME_ZONE = "invalid_time_zone"
+    INVALID_OPT_OUT = "invalid_opt_out"
+    INVALID_CONSENT = "invalid_consent"
+    INVALID_CUSTOMER_NAME = "invalid_customer_name"
     # Another campaign date holds the notice's dial claim.
     ALREADY_CONTACTED = "already_contacted"
     # Dial time: what changed since the plan.
@@ -41,3 +53,5 @@ class Reason(StrEnum):
     CALL_BUSY = "busy"
     CALL_FAILED = "call_failed"
     CALL_CANCELED = "call_canceled"
+    # The callee declined the call (SIP 603 Decline and its kin): not redialled by default.
+    CALL_DECLINED = "call_declined"

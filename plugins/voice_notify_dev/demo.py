@@ -1,7 +1,8 @@
 """``make demo``: today's campaign on the embedded default, end to end.
 
 Seeds the demo CRM (SQLite at ``.demo/crm.sqlite``) unless it exists, starts
-a local S3 endpoint and the gateway simulator (state in ``.demo/gateway/``),
+a local S3 endpoint and the gateway simulator (state in ``.demo/gateway/``) or, with
+``GATEWAY=sip``, a SIP test callee and the SIP call service (``.demo/sip/``),
 runs ``airflow dags test voice_notice_daily <date>`` on an embedded SQLite
 metadata database, copies the campaign's audio and report to
 ``.demo/output/<date>/``, prints a summary and stops what it started. A second
@@ -15,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -132,44 +134,57 @@ def _gateway(kind: str, state_dir: Path, crm_url: str, seed: int) -> Iterator[di
             numbers.append(to_e164(phone))
         except InvalidPhoneNumber:
             continue
-    with start_sip_callee(state_dir / "sip" / "callee", numbers, ring_s=0.5) as callee:
-        print(f"SIP test callee: sip:<number>@127.0.0.1:{callee.port} ({len(numbers)} numbers)")
-        connection = {
-            "conn_type": "generic",
-            "host": "127.0.0.1",
-            "port": callee.port,
-            "extra": {
-                "kind": "sip",
-                "state_dir": str(state_dir / "sip" / "gateway"),
-                "transport": "udp",
-                "caller_id": "+861095555",
-                "codecs": "PCMU,PCMA",
-                "setup_timeout_s": 5,
-                "ring_timeout_s": 10,
-                "max_call_s": 120,
-                "dtmf_grace_s": 2,
-                "max_calls": 16,
-                "rtp_ports": "20000-29999",
+    secret = secrets.token_urlsafe(24)
+    with (
+        start_sip_callee(state_dir / "sip" / "callee", numbers, ring_s=0.5) as callee,
+        localrun.start_sip_service(
+            state_dir / "sip" / "service",
+            db_url=crm_url,  # the call book lives in the ledger, here the CRM's database
+            trunk_host=callee.host,
+            trunk_port=callee.port,
+            secret=secret,
+            name="sip-demo",
+            options={
+                "caller-id": "+861095555",
+                "setup-timeout-s": 5,
+                "ring-timeout-s": 10,
+                "max-call-s": 120,
+                "dtmf-grace-s": 2,
+                "max-calls": 16,
+                "rtp-ports": "20000-29999",
             },
-        }
+        ) as service,
+    ):
+        print(f"SIP test callee: sip:<number>@127.0.0.1:{callee.port} ({len(numbers)} numbers)")
+        print(f"SIP call service: {service.url} (log {service.log_path})")
         yield {
-            "AIRFLOW_CONN_VOICE_GATEWAY": json.dumps(connection),
+            "AIRFLOW_CONN_VOICE_GATEWAY": localrun.sip_gateway_connection_json(service.url, secret),
             # Whole notices last 15-25 s on a real line.
             "VOICE_NOTIFY_CALL_TIMEOUT_S": "900",
         }
 
 
 def _sip_matches(
-    state_dir: Path, s3: localrun.S3Endpoint, attempts: Sequence[sa.Row]
+    state_dir: Path, s3: localrun.S3Endpoint, crm_url: str, attempts: Sequence[sa.Row]
 ) -> list[dict]:
     """For each answered SIP call: does the callee's recording equal the audio sent?"""
     from voice_notify_dev.sip_callee import compare_answered_calls
 
     client = s3.client()
+    engine = sa.create_engine(crm_url)
+    try:
+        with engine.connect() as conn:
+            book = sa.select(schema.sip_calls.c.call_id, schema.sip_calls.c.sip_call_id)
+            sip_call_ids = dict(conn.execute(book).all())
+    finally:
+        engine.dispose()
+    # The callee names its recordings by the SIP Call-ID it saw; the call book maps ours.
     sent = {
-        a.call_id: client.get_object(Bucket="voice-notify", Key=a.audio_key)["Body"].read()
+        sip_call_ids[a.call_id]: client.get_object(Bucket="voice-notify", Key=a.audio_key)[
+            "Body"
+        ].read()
         for a in attempts
-        if a.call_id and a.audio_key
+        if a.call_id and a.audio_key and sip_call_ids.get(a.call_id)
     }
     return [m.as_dict() for m in compare_answered_calls(state_dir / "sip" / "callee", sent)]
 
@@ -303,7 +318,7 @@ def run(
         copied = _copy_outputs(s3, "voice-notify", f"reports/{date_text}/report.json", out_dir)
         new_attempts = [a for a in _call_attempts(crm_url) if a.id not in attempts_before]
         if gateway == "sip":
-            matches = _sip_matches(state_dir, s3, new_attempts)
+            matches = _sip_matches(state_dir, s3, crm_url, new_attempts)
         _summary(state, reconcile_state, copied, new_attempts, gateway, matches, out_dir, started)
         if serve_port is not None:
             _serve_console(env, state_dir, date_text, serve_port)
@@ -341,6 +356,9 @@ def _summary(state, reconcile_state, copied, new_attempts, gateway, matches, out
         good = sum(m["matches"] for m in matches)
         print(f"  SIP recordings equal to the audio sent: {good} of {len(matches)} answered calls")
         for m in matches:
+            if "ncc" not in m:  # no recording, or no audio sent under that Call-ID
+                print(f"    {m['call_id'][:16]} {m['behaviour']:<24} {m['problem']}")
+                continue
             print(
                 f"    {m['call_id'][:16]} {m['behaviour']:<24} sent {m['sent_s']:.2f} s "
                 f"ncc {m['ncc']:.4f} frames {m['equal_frames']}/{m['active_frames']}"

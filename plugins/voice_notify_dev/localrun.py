@@ -101,12 +101,12 @@ def start_s3(log_path: Path) -> S3Endpoint:
     return S3Endpoint(url, proc)
 
 
-def _terminate(proc: subprocess.Popen) -> None:
+def _terminate(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
     if proc.poll() is not None:
         return
     proc.terminate()
     try:
-        proc.wait(timeout=5)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
@@ -330,6 +330,115 @@ def dag_run_state(env: Mapping[str, str], dag_id: str, logical_date: str) -> str
         engine.dispose()
     states = [state for when, state in rows if str(when)[:10] == logical_date]
     return states[-1] if states else None
+
+
+@dataclass
+class SipServiceProcess:
+    """The SIP call service in a child process (``python -m voice_notify.gateway.sip.service``)."""
+
+    url: str
+    process: subprocess.Popen
+    state_dir: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "service.log"
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (running calls end, the queue is canceled), then wait; the exit code."""
+        _terminate(self.process, timeout_s)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed host or an OOM kill would end it."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def __enter__(self) -> SipServiceProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_sip_service(
+    state_dir: Path,
+    *,
+    db_url: str,
+    trunk_host: str,
+    trunk_port: int,
+    secret: str,
+    name: str = "sip-local",
+    options: Mapping[str, str | float | int] | None = None,
+    startup_timeout_s: float = 30.0,
+) -> SipServiceProcess:
+    """Start the SIP call service on a free loopback port and wait until it answers.
+
+    The ledger database is migrated first (``--upgrade-schema``); its log goes to
+    ``state_dir/service.log``; the secret and the database URL reach it through its
+    environment, not its command line.
+
+    :param options: more command-line options, e.g. ``{"ring-timeout-s": 10}``
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "voice_notify.gateway.sip.service"]
+    command += ["--listen", "127.0.0.1:0", "--name", name, "--state-dir", str(state_dir)]
+    command += ["--trunk-host", trunk_host, "--trunk-port", str(trunk_port), "--upgrade-schema"]
+    for option, value in (options or {}).items():
+        command += [f"--{option}", str(value)]
+    pythonpath = os.pathsep.join(
+        p for p in (str(REPO_ROOT / "plugins"), str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": pythonpath,
+        "VOICE_NOTIFY_SIP_SECRET": secret,
+        "VOICE_NOTIFY_SIP_DB_URL": db_url,
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    server_file = state_dir / "server.json"
+    server_file.unlink(missing_ok=True)
+    log_path = state_dir / "service.log"
+    with log_path.open("ab") as log_file:
+        # Its own session: a Ctrl-C meant for the demo reaches it only through stop().
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    deadline = time.monotonic() + startup_timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            server = json.loads(server_file.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+            continue
+        if server.get("pid") == process.pid:
+            wait_http(server["url"] + "/healthz", 10, process)
+            return SipServiceProcess(server["url"], process, state_dir)
+        time.sleep(0.05)
+    _terminate(process)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+    raise RuntimeError(f"SIP call service did not start; log tail:\n{tail}")
+
+
+def sip_gateway_connection_json(url: str, secret: str, timeout_s: float = 10.0) -> str:
+    """The ``voice_gateway`` Connection for the SIP call service."""
+    host_port = url.split("://", 1)[1]
+    host, _, port = host_port.partition(":")
+    return json.dumps(
+        {
+            "conn_type": "http",
+            "host": host,
+            "port": int(port),
+            "schema": "http",
+            "password": secret,
+            "extra": {"kind": "sip", "timeout_s": timeout_s},
+        }
+    )
 
 
 @contextlib.contextmanager

@@ -48,7 +48,10 @@ Native protocol (JSON over HTTP)
 - A new key makes the simulator GET ``audio_url`` (http/https, 5 s timeout,
   at most 50 MB) and decode it: it must be a WAV with at least one frame that is
   not silent (RMS above -50 dBFS), else 422
-  ``{"error": "invalid_audio", "detail": "..."}`` and no call is made. Any WAV
+  ``{"error": "invalid_audio", "detail": "..."}`` and no call is made. When the
+  audio cannot be fetched at all (no connection, a timeout, a 5xx or 429 from the
+  store) the answer is 503 ``{"error": "audio_unavailable"}``: the store is down,
+  not the audio bad, and the request may be sent again. Any WAV
   encoding is accepted; ``audio_format`` records which (``"ULAW 8000 Hz"``).
 - An accepted call (``call_id`` derived from seed and key, ``sim-…``) is 201
   with its status (below) and is appended, flushed and fsync'd, as one line to
@@ -197,7 +200,7 @@ Native errors are JSON ``{"error": CODE, "detail": ...}`` (``detail``
 optional): 400 ``invalid_json``, ``invalid_request``, ``invalid_number``; 404
 ``not_found`` (also for unknown paths); 409 ``idempotency_conflict``; 413
 ``request_too_large`` (body over 1 MiB); 422 ``invalid_audio``; 500
-``internal_error``; 503 ``service_unavailable``.
+``internal_error``; 503 ``service_unavailable``, ``audio_unavailable``.
 
 On start the server writes ``DIR/server.json`` (``{"url": ..., "pid": ...}``)
 and prints one line starting ``voice gateway simulator ready at``; on SIGTERM
@@ -277,6 +280,7 @@ _TWILIO_STATUS = {
     CallState.BUSY: "busy",
     CallState.FAILED: "failed",
     CallState.CANCELED: "canceled",
+    CallState.DECLINED: "busy",  # Twilio reports a declined call as busy
 }
 
 
@@ -451,9 +455,13 @@ def check_audio(audio_url: str, timeout_s: float = _AUDIO_FETCH_TIMEOUT_S) -> Ch
         with urllib.request.urlopen(audio_url, timeout=timeout_s) as response:
             data = response.read(_MAX_AUDIO_BYTES + 1)
     except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code == 429:
+            raise RequestRejected(503, "audio_unavailable", f"HTTP {exc.code}") from None
         raise reject(f"fetching audio_url failed: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise reject(f"fetching audio_url failed: {exc}") from None
+        # The audio store is down or slow, not the audio bad: nothing is accepted and
+        # the caller may try again (a real gateway answers so too).
+        raise RequestRejected(503, "audio_unavailable", type(exc).__name__) from None
     if len(data) > _MAX_AUDIO_BYTES:
         raise reject(f"audio is larger than {_MAX_AUDIO_BYTES} bytes")
     try:
@@ -1438,6 +1446,8 @@ class _GatewayHandler(http.server.BaseHTTPRequestHandler):
         try:
             audio = self._fetch_audio(request["audio_url"], faults)
         except RequestRejected as exc:
+            if exc.status == 503:  # the audio store is down: nothing accepted, try again
+                raise TwilioRejected(503, 20503, f"audio_unavailable: {exc.detail}") from None
             raise TwilioRejected(400, 11200, f"invalid_audio: {exc.detail}") from None
         call = book.accept_twilio(request, audio, attempt)
         log.info(

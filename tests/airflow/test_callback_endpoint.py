@@ -119,3 +119,27 @@ def test_airflow_mounts_the_endpoint_on_the_api_server() -> None:
     mounted = {a["url_prefix"]: a["app"] for a in apps}
     routes = {r.path for r in mounted["/voice-notify"].routes}
     assert {"/callbacks/http", "/callbacks/twilio"} <= routes
+
+
+def test_an_oversized_body_is_refused_before_it_is_verified(client) -> None:
+    from voice_notify.airflow.callbacks_app import MAX_CALLBACK_BYTES
+
+    http, engine = client
+    event = {"call_id": "c9", "state": "completed", "sequence": 1, "pad": "x" * MAX_CALLBACK_BYTES}
+    body = json.dumps(event).encode()
+    signed = sign_http_callback(SECRET, body)
+    # Declared too long: refused on the header, signed or not.
+    assert http.post("/callbacks/http", content=body, headers=signed).status_code == 413
+    # Streamed without a length (chunked): refused once the limit is passed.
+    chunks = (body[i : i + 4096] for i in range(0, len(body), 4096))
+    assert http.post("/callbacks/http", content=chunks, headers=signed).status_code == 413
+    twilio = http.post(
+        "/callbacks/twilio",
+        content=b"CallSid=CA1&Pad=" + b"x" * MAX_CALLBACK_BYTES,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert twilio.status_code == 413
+    assert _events(engine) == []
+    # Just under the limit is read and checked as usual.
+    small = {"call_id": "c9", "state": "completed", "sequence": 1}
+    assert _post_http(http, small).status_code == 204

@@ -32,3 +32,75 @@ def test_masking_hides_all_but_the_last_four_digits() -> None:
     assert mask_phone("+8613812345678") == "+86*******5678"
     assert mask_phone("138-1234-5678") == "***-****-5678"
     assert mask_phone(None) == "<none>"
+
+
+# --- digits of any script: an explicit rule, not whatever the parser accepts -------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "１３８１２３４５６７８",  # full-width, as a Chinese input method types
+        "＋８６　１３８－１２３４－５６７８",  # full-width plus, dash and ideographic space
+    ],
+)
+def test_full_width_numbers_are_folded_to_ascii(raw: str) -> None:
+    assert to_e164(raw) == "+8613812345678"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "١٣٨١٢٣٤٥٦٧٨",  # Arabic-Indic
+        "۱۳۸۱۲۳۴۵۶۷۸",  # Extended Arabic-Indic (Persian)
+        "१३८१२३४५६७८",  # Devanagari
+        "138１２３４٥٦٧٨",  # mixed scripts
+        "¹³⁸¹²³⁴⁵⁶⁷⁸",  # superscripts
+        "①③⑧12345678",  # circled
+        "一三八12345678",  # CJK numerals
+    ],
+)
+def test_digits_of_other_scripts_are_refused_with_their_own_reason(raw: str) -> None:
+    from voice_notify.phone import NonAsciiDigits
+
+    with pytest.raises(NonAsciiDigits) as refused:
+        to_e164(raw)
+    assert refused.value.reason == "phone_non_ascii_digits"
+
+
+@pytest.mark.parametrize(
+    "raw", ["1-800-FLOWERS", "138ABCD5678", "138 1234 5678 ext 9", "138\n12345678", 13812345678.0]
+)
+def test_letters_and_other_characters_are_invalid(raw) -> None:
+    with pytest.raises(InvalidPhoneNumber) as refused:
+        to_e164(raw)
+    assert refused.value.reason == "invalid_phone"
+
+
+def test_an_integer_field_is_read_as_its_digits() -> None:
+    assert to_e164(13812345678) == "+8613812345678"
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("１３８１２３４５６７８", "*******５６７８"),
+        ("١٣٨١٢٣٤٥٦٧٨", "*******٥٦٧٨"),
+        ("¹³⁸¹²³⁴⁵⁶⁷⁸", "*******⁵⁶⁷⁸"),
+        ("138\n1234\x1b[2J5678", "***\\x0a****\\x1b[*J5678"),
+    ],
+)
+def test_masking_hides_digits_of_every_script_and_escapes_controls(raw: str, masked: str) -> None:
+    assert mask_phone(raw) == masked
+
+
+def test_numbers_in_free_text_are_redacted() -> None:
+    from voice_notify.phone import redact_numbers
+
+    url = "GET /Calls.json?To=%2B8613812345678&StartTime%3E=x failed\nforged line"
+    redacted = redact_numbers(url)
+    assert "13812345678" not in redacted and "8613812345678" not in redacted
+    assert "\n" not in redacted and "5678" in redacted
+    assert redact_numbers("call +86 138 1234 5678 and ١٣٨١٢٣٤٥٦٧٨") == (
+        "call +** *** **** 5678 and *******٥٦٧٨"
+    )

@@ -47,6 +47,8 @@ def _ctx(gateway, audio_url, hours: CallingHours = ALL_DAY, now=NOON_UTC, config
         config=replace(config, calling_hours=hours),
         now=lambda: now,
         rate_limiter=ratelimit.RateLimiter(200),
+        retry_initial_s=0.01,  # the per-call retries' backoff, short for tests
+        retry_max_s=0.05,
     )
 
 
@@ -176,7 +178,8 @@ def test_an_unreachable_gateway_leaves_rows_for_a_retry(db_engine, audio_url):
     gateway = SimulatorGateway(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
     rows = _synthesized(db_engine, [5])
     counts = dispatch.dial_rows(db_engine, db_engine, rows, _ctx(gateway, audio_url))
-    assert counts.transient == 1
+    assert counts.transient == counts.left_for_reconcile == 1
+    assert counts.gateway_down  # one of one call: the gateway looks down
     row = _rows(db_engine)[5]
     assert row.state == "dialing"
     assert row.idempotency_key == dispatch.idempotency_key(5, DAY, 1)

@@ -4,20 +4,43 @@ Mounted at ``/voice-notify``. Airflow does not authenticate plugin routes, so
 every request is verified here: HMAC for the generic HTTP gateway,
 X-Twilio-Signature for Twilio. Unsigned, forged or stale callbacks get 403 and
 change nothing. Verified events go to ``call_events`` (deduplicated).
+
+A body is read only up to ``MAX_CALLBACK_BYTES`` (413 beyond it, by its declared
+length or as it streams in): the signature can only be checked over the whole body,
+so an unbounded one would let anyone make the API server read and hold any amount.
 """
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from voice_notify.airflow import hooks
+from voice_notify.logsafe import escape
 from voice_notify.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 callbacks_app = FastAPI(title="voice-notify gateway callbacks")
+
+# A status callback is a few hundred bytes; a batch of them a few kilobytes.
+MAX_CALLBACK_BYTES = 64 * 1024
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The request body, refused with 413 past ``MAX_CALLBACK_BYTES`` before any check."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_CALLBACK_BYTES):
+        raise HTTPException(status_code=413, detail="callback body too large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_CALLBACK_BYTES:
+            raise HTTPException(status_code=413, detail="callback body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _gateway_secret() -> str:
@@ -41,12 +64,12 @@ async def http_callback(request: Request) -> Response:
     )
     from voice_notify.settle.intake import store_events
 
-    body = await request.body()
+    body = await _bounded_body(request)
     try:
         verify_http_callback(_gateway_secret(), dict(request.headers), body)
         events = parse_http_callback(body)
     except InvalidSignature as exc:
-        log.warning("rejected an HTTP gateway callback: %s", exc)
+        log.warning("rejected an HTTP gateway callback: %s", escape(exc))
         raise HTTPException(status_code=403, detail="invalid signature") from None
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
@@ -64,13 +87,17 @@ async def twilio_callback(request: Request) -> Response:
     )
     from voice_notify.settle.intake import store_events
 
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    try:
+        pairs = parse_qsl((await _bounded_body(request)).decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise HTTPException(status_code=400, detail="callback body is not UTF-8") from None
+    form = dict(pairs)  # the last value of a repeated field, as Starlette's form gives
     signature = request.headers.get("X-Twilio-Signature", "")
     try:
         verify_twilio_callback(_gateway_secret(), str(request.url), form, signature)
         events = parse_twilio_callback(form, request.query_params.get("ik"))
     except InvalidSignature as exc:
-        log.warning("rejected a Twilio callback: %s", exc)
+        log.warning("rejected a Twilio callback: %s", escape(exc))
         raise HTTPException(status_code=403, detail="invalid signature") from None
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None

@@ -78,10 +78,10 @@ def dispose_engines() -> None:
 def gateway_from_connection(conn_id: str) -> VoiceGateway:
     """The gateway a ``voice_gateway`` Connection describes.
 
-    The Connection's extra says which adapter (``{"kind": "simulator"}`` or
-    ``{"kind": "sip", "state_dir": ...}``, see ``SipSettings``); host and port say
-    where it listens (for SIP: the trunk). Credentials, when an adapter needs them, are
-    the Connection's login and password.
+    The Connection's extra says which adapter (``{"kind": "simulator"}``, ``"http"``,
+    ``"twilio"`` or ``"sip"``); host and port say where it listens (for SIP: the SIP
+    call service, ``voice_notify.gateway.sip.service``). Credentials, when an adapter
+    needs them, are the Connection's login and password.
     """
     from airflow.sdk import BaseHook
 
@@ -113,11 +113,15 @@ def gateway_from_connection(conn_id: str) -> VoiceGateway:
             timeout_s=float(extra.get("timeout_s", 10.0)),
         )
     if kind == "sip":
-        from voice_notify.gateway.sip.gateway import SipGateway, SipSettings
+        from voice_notify.gateway.sip.gateway import SipGateway
 
-        # host/port are the trunk; login/password answer its digest challenge.
+        # host/port are the SIP call service (which holds the trunk's settings); the
+        # password is the secret it checks requests with and signs callbacks with.
         return SipGateway(
-            SipSettings.from_connection(conn.host, conn.port, extra, conn.login, conn.password)
+            extra.get("base_url") or f"{scheme}://{conn.host}{port}",
+            conn.password or "",
+            timeout_s=float(extra.get("timeout_s", 10.0)),
+            status_callback_base=extra.get("status_callback_base"),
         )
     raise ValueError(f"connection {conn_id!r}: unknown gateway kind {kind!r}")
 

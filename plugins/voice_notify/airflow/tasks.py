@@ -27,7 +27,6 @@ from voice_notify.db import migrate, schema
 from voice_notify.dial import dialer, ratelimit
 from voice_notify.dial.results import record_synthesis
 from voice_notify.extract import due_notices
-from voice_notify.gateway import GatewayTransientError
 from voice_notify.plan import batches, eligibility, trail
 from voice_notify.plan.campaigns import CampaignConfig, load_campaign_config
 from voice_notify.plan.voices import assign_voices, customer_ages
@@ -189,9 +188,12 @@ def _dial_context():
 
 def _raise_for_retry(counts) -> None:
 
-    if counts.transient:
-        # Airflow retries the task; the retry looks each call up before resending.
-        raise GatewayTransientError(f"{counts.transient} calls need a retry: {counts.as_dict()}")
+    if counts.gateway_down:
+        # Most calls failed even after the per-call retries: fail loudly (Airflow
+        # still retries the task; the retry looks each call up before resending).
+        raise dialer.GatewayDown(counts)
+    # A few calls left after their retries are not a failed run: they stay open and
+    # voice_notice_reconcile places them (counted in the task's return value).
 
 
 def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool) -> dict[str, Any]:

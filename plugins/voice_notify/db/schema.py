@@ -11,7 +11,8 @@ change here goes with a new migration there.
 - the voice registry: ``voice_profiles``, ``voice_consents``, ``voice_enrollments``;
 - the audit: ``notice_voice_audit`` and the view ``notice_audit`` over them all;
 - the decision trail: ``notice_decisions`` (every gate check, at plan and dial time);
-- retention: ``audio_deletions``.
+- retention: ``audio_deletions``;
+- the SIP call service's call book: ``sip_calls`` and ``sip_call_services``.
 """
 
 from __future__ import annotations
@@ -277,4 +278,59 @@ audio_deletions = sa.Table(
     sa.Column("deleted_at", sa.DateTime),  # null: recorded, delete not confirmed yet
     sa.UniqueConstraint("object_key", "last_modified", name="uq_audio_deletion"),
     sa.Index("ix_audio_deletions_date", "logical_date"),
+)
+
+
+# --- the SIP call service ------------------------------------------------------------
+
+# One row per call the SIP call service accepted (``voice_notify.gateway.sip.callbook``):
+# any replica, and any process with the database, can look a call up by its key or id.
+# A key press is written here the moment it arrives, before anything else happens.
+sip_calls = sa.Table(
+    "sip_calls",
+    metadata,
+    sa.Column("call_id", sa.String(64), primary_key=True),
+    sa.Column("idempotency_key", sa.String(128), nullable=False),
+    sa.Column("to_sha256", sa.String(64), nullable=False),
+    sa.Column("to_masked", sa.String(32)),
+    sa.Column("audio_sha256", sa.String(64), nullable=False),
+    sa.Column("status_callback", sa.String(1024)),
+    sa.Column("ring_timeout_s", sa.Integer),
+    sa.Column("notice_id", sa.String(32)),
+    # The service run that carries the call (``sip_call_services.owner``).
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("error", sa.String(64)),
+    sa.Column("digits", sa.String(32), nullable=False, server_default=""),
+    sa.Column("sip_call_id", sa.String(128)),
+    sa.Column("sip_reason", sa.String(96)),
+    sa.Column("codec", sa.String(8)),
+    sa.Column("audio_s", sa.Float),
+    sa.Column("setup_s", sa.Float),
+    sa.Column("early_media_s", sa.Float),
+    sa.Column("ring_s", sa.Float),
+    sa.Column("talk_s", sa.Float),
+    sa.Column("accepted_at", sa.DateTime, nullable=False),
+    sa.Column("dialed_at", sa.DateTime),
+    sa.Column("answered_at", sa.DateTime),
+    sa.Column("first_key_at", sa.DateTime),
+    sa.Column("ended_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("idempotency_key", name="uq_sip_call_key"),
+    sa.Index("ix_sip_calls_owner_open", "owner", "ended_at"),
+)
+
+# The service runs that carry calls, with a heartbeat: calls of a run that stopped
+# beating (or of an earlier run of a restarted service) are settled as interrupted.
+sip_call_services = sa.Table(
+    "sip_call_services",
+    metadata,
+    sa.Column("owner", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(128)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=False),
+    sa.Column("stopped_at", sa.DateTime),
+    sa.Index("ix_sip_call_services_name", "name"),
 )

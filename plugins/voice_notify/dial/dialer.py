@@ -9,22 +9,35 @@ Exactly-once rests on three rules:
    up at the gateway by that key before anything is sent again.
 Before each call the compliance gate runs again: opt-out, do-not-call,
 calling hours in the customer's zone and the per-customer caps.
+
+A transient gateway failure (a timeout, a 5xx, a refused connection) is retried
+here, per call, with bounded exponential backoff (``DialContext.place_attempts``),
+and every retry looks the call up by its key before sending it again. A call still
+not placed after that stays in ``dialing``: the reconcile DAG resumes it (looking it
+up first, again). The batch counts such calls (``left_for_reconcile``) and judges
+whether the gateway looks down (``gateway_down``: most of the calls it tried could
+not be placed); only then should the task fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import wait_exponential as exponential
 
 from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.db.sql import load_sql
 from voice_notify.dial.ratelimit import CallPacer
+from voice_notify.extract import fields
 from voice_notify.gateway.base import (
     CallRequest,
     CallStatus,
@@ -33,6 +46,7 @@ from voice_notify.gateway.base import (
     VoiceGateway,
 )
 from voice_notify.ledger import LedgerState
+from voice_notify.logsafe import escape
 from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
 from voice_notify.plan import compliance, trail
 from voice_notify.plan.campaigns import CampaignConfig
@@ -51,6 +65,11 @@ def idempotency_key(notice_id: int, campaign_date: dt.date, attempt: int) -> str
     return f"vn-{notice_id}-{campaign_date.isoformat()}-{attempt}"
 
 
+def _transient_db_error(exc: sa.exc.DBAPIError) -> bool:
+    """A dropped connection or a busy database, as opposed to a bug (a constraint)."""
+    return exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError)
+
+
 def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
@@ -63,7 +82,14 @@ class DialCounts:
     skipped: int = 0
     waiting: int = 0  # outside calling hours, over a cap, or a redial not yet due
     rejected: int = 0
+    # Calls (or look-ups) the gateway still failed after the in-task retries: left in
+    # ``dialing``/``synthesized`` for the reconcile DAG, which looks each up first.
     transient: int = 0
+    attempted: int = 0  # calls this pass asked the gateway for (placements and look-ups)
+    db_errors: int = 0  # rows left as they were after a dropped database connection
+    last_error: str | None = None
+    gateway: str = ""
+    place_attempts: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def note(self, reason: str) -> None:
@@ -72,6 +98,16 @@ class DialCounts:
     def skip(self, reason: str) -> None:
         self.skipped += 1
         self.note(reason)
+
+    @property
+    def left_for_reconcile(self) -> int:
+        return self.transient + self.db_errors
+
+    @property
+    def gateway_down(self) -> bool:
+        """Whether the gateway looks down: most calls this pass tried were not placed
+        (database errors do not count: they say nothing about the gateway)."""
+        return self.attempted > 0 and 2 * self.transient > self.attempted
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,8 +118,28 @@ class DialCounts:
             "waiting": self.waiting,
             "rejected": self.rejected,
             "transient": self.transient,
+            "left_for_reconcile": self.left_for_reconcile,
+            "attempted": self.attempted,
+            "db_errors": self.db_errors,
+            "gateway_down": self.gateway_down,
             "reasons": dict(sorted(self.reasons.items())),
         }
+
+
+class GatewayDown(RuntimeError):
+    """Most calls of a dial pass could not be placed after their retries: the gateway
+    looks down. The message is for the operator who sees the failed task."""
+
+    def __init__(self, counts: DialCounts) -> None:
+        super().__init__(
+            f"voice gateway {counts.gateway!r} looks down: {counts.transient} of "
+            f"{counts.attempted} calls in this batch could not be placed, each after "
+            f"{counts.place_attempts} tries with a look-up before every resend (last error: "
+            f"{counts.last_error}). No call was placed twice; the ones not placed stay open "
+            "and voice_notice_reconcile places them once the gateway answers. Check the "
+            "gateway (Connection voice_gateway), then clear this task to retry it now."
+        )
+        self.counts = counts
 
 
 @dataclass(frozen=True)
@@ -104,6 +160,12 @@ class DialContext:
     # A row in ``dialing`` younger than this may still be in another worker's
     # hands (its request in flight); only older ones are looked up and resumed.
     resume_after_s: float = 60.0
+    # Per-call retries of transient gateway failures: tries in all, and the
+    # exponential backoff between them (first wait, longest wait), in seconds.
+    place_attempts: int = 4
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 8.0
+    sleep: Callable[[float], None] = time.sleep
 
 
 def _contacts(conn: sa.Connection, notice_ids: Sequence[int]) -> dict[int, Any]:
@@ -126,6 +188,7 @@ class _Dialer:
         self.blocked: set[str] = set()
         self.claimed_elsewhere: set[int] = set()
         self.trail: list[trail.GateEvaluation] = []  # every gate answer, written at the end
+        self.phone_reasons: dict[int, str] = {}
 
     def run(self, rows: Sequence[sa.Row], contacts: Mapping[int, Any]) -> DialCounts:
         now = self.ctx.now()
@@ -134,8 +197,9 @@ class _Dialer:
             contact = contacts.get(row.notice_id)
             try:
                 numbers[row.notice_id] = to_e164(contact.phone) if contact else None
-            except InvalidPhoneNumber:
+            except InvalidPhoneNumber as exc:
                 numbers[row.notice_id] = None
+                self.phone_reasons[row.notice_id] = exc.reason
         with self.engine.connect() as conn:
             self.history = compliance.recent_attempts(
                 conn, [r.customer_id for r in rows], _naive_utc(now - _CAP_HISTORY)
@@ -153,6 +217,31 @@ class _Dialer:
                 self._dial(row, contact, number)
         with self.engine.begin() as conn:
             trail.record_evaluations(conn, self.trail)
+        last_db_error: sa.exc.DBAPIError | None = None
+        for done, row in enumerate(rows, start=1):
+            contact, number = contacts.get(row.notice_id), numbers.get(row.notice_id)
+            try:
+                if row.state == LedgerState.DIALING:
+                    self._resume(row, contact, number)
+                elif row.state == LedgerState.SYNTHESIZED:
+                    self._dial(row, contact, number)
+            except sa.exc.DBAPIError as exc:
+                if not _transient_db_error(exc):
+                    raise
+                # A dropped connection (a failover, pg_terminate_backend): every ledger
+                # write is conditional, so the row is left as it is (synthesized, or in
+                # dialing, looked up before any resend) for the reconcile DAG.
+                last_db_error = exc
+                self.counts.db_errors += 1
+                log.warning(
+                    "notice %s: database error (%s); left for voice_notice_reconcile",
+                    row.notice_id,
+                    type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+                )
+                if self.counts.db_errors >= 3 and 2 * self.counts.db_errors > done:
+                    raise  # the database looks down: let the task fail and retry
+        if last_db_error is not None and 2 * self.counts.db_errors > len(rows):
+            raise last_db_error
         return self.counts
 
     def _note(self, row: sa.Row, verdict: compliance.Verdict) -> None:
@@ -169,14 +258,17 @@ class _Dialer:
             return compliance.skip(Reason.ALREADY_CONTACTED)
         if contact is None or contact.status != "due":
             return compliance.skip(Reason.NOTICE_NO_LONGER_DUE)
-        if contact.voice_opt_out:
+        opted_out = fields.parse_flag(contact.voice_opt_out)
+        if opted_out is True:
             return compliance.skip(Reason.OPTED_OUT_BEFORE_DIAL)
+        if opted_out is not False:  # unreadable now: never read as "no"
+            return compliance.skip(Reason.INVALID_OPT_OUT)
         if number is None:
-            return compliance.skip(Reason.INVALID_PHONE)
+            return compliance.skip(self.phone_reasons.get(row.notice_id, Reason.INVALID_PHONE))
         if number in self.blocked:
             return compliance.skip(Reason.ON_DO_NOT_CALL)
         now = self.ctx.now()
-        zone = compliance.customer_zone(contact.time_zone, number)
+        zone = compliance.customer_zone(fields.valid_time_zone(contact.time_zone), number)
         verdict = compliance.hours_verdict(self.ctx.config.calling_hours, now, zone)
         if not verdict.allowed:
             return verdict
@@ -284,6 +376,7 @@ class _Dialer:
 
     def _hold(self, conn: sa.Connection, row: sa.Row, verdict: compliance.Verdict) -> None:
         """A row the locked gate refused: skipped for good, or waiting for its time."""
+        self._note(row, verdict)
         if verdict.kind is GateResult.SKIP:
             ledger.transition(conn, row.id, LedgerState.SKIPPED, reason_code=verdict.reason)
             self.counts.skip(verdict.reason)
@@ -294,7 +387,7 @@ class _Dialer:
         self.counts.note(verdict.reason)
         log.info("notice %s: waits until %s (%s)", row.notice_id, verdict.until, verdict.reason)
 
-    def _place(self, row: sa.Row, number: str, key: str) -> None:
+    def _place(self, row: sa.Row, number: str, key: str, counted: bool = False) -> None:
         request = CallRequest(
             to=number,
             idempotency_key=key,
@@ -303,38 +396,78 @@ class _Dialer:
             metadata={"notice_id": str(row.notice_id), "ledger_id": str(row.id)},
             status_callback_url=self.ctx.status_callback_url,
         )
-        self.ctx.rate_limiter.wait()
+        self.counts.attempted += not counted
         try:
-            status = self.ctx.gateway.place_call(request)
+            status = self._place_with_retries(request, row, number)
         except GatewayPermanentError as exc:
             self._end(row, LedgerState.FAILED, Reason.GATEWAY_REJECTED, outcome=Outcome.REJECTED)
             self.counts.rejected += 1
             log.warning(
-                "notice %s to %s: gateway rejected: %s", row.notice_id, mask_phone(number), exc
+                "notice %s to %s: gateway rejected: %s",
+                row.notice_id,
+                mask_phone(number),
+                escape(exc),
             )
             return
         except GatewayTransientError as exc:
-            status = self._lookup(key, number, row, exc)
-            if status is None:
-                self.counts.transient += 1
-                return
+            self.counts.transient += 1
+            self.counts.last_error = escape(exc, 300)
+            log.warning(
+                "call %s: not placed after %d tries (%s); left for voice_notice_reconcile",
+                key,
+                self.ctx.place_attempts,
+                escape(exc),
+            )
+            return
         self._mark_dialed(row, status)
         log.info(
             "notice %s to %s: call %s placed", row.notice_id, mask_phone(number), status.call_id
         )
 
-    def _lookup(self, key: str, number: str, row: sa.Row, exc: Exception) -> CallStatus | None:
-        """After an ambiguous failure, ask the gateway whether the call exists."""
-        since = row.dialing_started_at or _naive_utc(self.ctx.now())
+    def _place_with_retries(self, request: CallRequest, row: sa.Row, number: str) -> CallStatus:
+        """Place the call; after a transient failure look it up, and send again only if the
+        gateway holds none, with bounded exponential backoff between tries.
+
+        :raises GatewayTransientError: the last failure, when every try failed
+        :raises GatewayPermanentError: the gateway refused the request itself
+        """
+        tries = 0
+        since = (row.dialing_started_at or _naive_utc(self.ctx.now())).replace(tzinfo=dt.UTC)
+
+        def attempt() -> CallStatus:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                # The last try may have reached the gateway: never send blind.
+                found = self.ctx.gateway.find_call(request.idempotency_key, to=number, since=since)
+                if found is not None:
+                    return found
+            self.ctx.rate_limiter.wait()
+            return self.ctx.gateway.place_call(request)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.ctx.place_attempts),
+            wait=exponential(multiplier=self.ctx.retry_initial_s, max=self.ctx.retry_max_s),
+            retry=retry_if_exception_type(GatewayTransientError),
+            sleep=self.ctx.sleep,
+            reraise=True,
+            before_sleep=lambda state: log.info(
+                "call %s: try %d failed (%s); looking it up before try %d",
+                request.idempotency_key,
+                state.attempt_number,
+                escape(state.outcome.exception()),
+                state.attempt_number + 1,
+            ),
+        )
         try:
-            found = self.ctx.gateway.find_call(key, to=number, since=since.replace(tzinfo=dt.UTC))
+            return retrying(attempt)
         except GatewayTransientError:
-            found = None
-        if found is None:
-            log.warning(
-                "call %s: gateway failed (%s) and holds no call; left for a retry", key, exc
-            )
-        return found
+            # The last try may have been accepted all the same (a timeout after accept).
+            with contextlib.suppress(GatewayTransientError):
+                found = self.ctx.gateway.find_call(request.idempotency_key, to=number, since=since)
+                if found is not None:
+                    return found
+            raise
 
     def _mark_dialed(self, row: sa.Row, status: CallStatus) -> None:
         when = _naive_utc(self.ctx.now())
@@ -383,11 +516,13 @@ class _Dialer:
             self.counts.note("dialing_in_progress")
             return
         since = (row.dialing_started_at or _naive_utc(self.ctx.now())).replace(tzinfo=dt.UTC)
+        self.counts.attempted += 1
         try:
-            found = self.ctx.gateway.find_call(key, to=number, since=since)
+            found = self._find_with_retries(key, number, since)
         except GatewayTransientError as exc:
-            log.warning("call %s: lookup failed (%s); left for a retry", key, exc)
+            log.warning("call %s: lookup failed (%s); left for a retry", key, escape(exc))
             self.counts.transient += 1
+            self.counts.last_error = escape(exc, 300)
             return
         if found is not None:
             self._mark_dialed(row, found)
@@ -403,7 +538,17 @@ class _Dialer:
             self.counts.waiting += 1
             self.counts.note(verdict.reason)
             return
-        self._place(row, number, key)
+        self._place(row, number, key, counted=True)
+
+    def _find_with_retries(self, key: str, number: str | None, since: dt.datetime):
+        retrying = Retrying(
+            stop=stop_after_attempt(self.ctx.place_attempts),
+            wait=exponential(multiplier=self.ctx.retry_initial_s, max=self.ctx.retry_max_s),
+            retry=retry_if_exception_type(GatewayTransientError),
+            sleep=self.ctx.sleep,
+            reraise=True,
+        )
+        return retrying(self.ctx.gateway.find_call, key, to=number, since=since)
 
 
 def dial_rows(
@@ -411,11 +556,22 @@ def dial_rows(
 ) -> DialCounts:
     """Dial every synthesized row that is due (and resolve rows stuck in ``dialing``).
 
-    Transient gateway failures are counted and the row stays in ``dialing``;
-    the caller raises afterwards so Airflow retries, and the retry looks each
-    call up before sending anything.
+    Transient gateway failures are retried per call (looking the call up before each
+    resend); a call that still fails stays in ``dialing`` for the reconcile DAG and is
+    counted in ``left_for_reconcile``. The caller fails the task only when
+    ``gateway_down`` says most of the calls could not be placed.
     """
     candidates = [r for r in rows if r.state in (LedgerState.SYNTHESIZED, LedgerState.DIALING)]
     with crm_engine.connect() as crm:
         contacts = _contacts(crm, [r.notice_id for r in candidates])
-    return _Dialer(ledger_engine, ctx).run(candidates, contacts)
+    counts = _Dialer(ledger_engine, ctx).run(candidates, contacts)
+    counts.gateway, counts.place_attempts = ctx.gateway.name, ctx.place_attempts
+    if counts.left_for_reconcile:
+        log.warning(
+            "%d of %d calls not placed after %d tries each: left for voice_notice_reconcile%s",
+            counts.left_for_reconcile,
+            counts.attempted,
+            ctx.place_attempts,
+            " (the gateway looks down)" if counts.gateway_down else "",
+        )
+    return counts

@@ -17,7 +17,7 @@ from typing import Protocol
 
 
 class CallState(enum.StrEnum):
-    """Where a call is. The last five are terminal."""
+    """Where a call is. The last six are terminal."""
 
     QUEUED = "queued"
     RINGING = "ringing"
@@ -27,6 +27,8 @@ class CallState(enum.StrEnum):
     BUSY = "busy"
     FAILED = "failed"  # the network or the gateway could not connect the call
     CANCELED = "canceled"
+    # The callee (or the network on their behalf) refused the call: SIP 603/607/608.
+    DECLINED = "declined"
 
     @property
     def terminal(self) -> bool:
@@ -34,7 +36,14 @@ class CallState(enum.StrEnum):
 
 
 _TERMINAL = frozenset(
-    {CallState.COMPLETED, CallState.NO_ANSWER, CallState.BUSY, CallState.FAILED, CallState.CANCELED}
+    {
+        CallState.COMPLETED,
+        CallState.NO_ANSWER,
+        CallState.BUSY,
+        CallState.FAILED,
+        CallState.CANCELED,
+        CallState.DECLINED,
+    }
 )
 
 

@@ -120,6 +120,34 @@ def verify_http_callback(
         raise InvalidSignature(f"callback timestamp is more than {max_skew_s:g} s off")
 
 
+def _request_message(method: str, path: str, body: bytes) -> bytes:
+    # Method and path (with its query) are signed too: a GET has no body to sign.
+    return f"{method.upper()} {path}\n".encode() + body
+
+
+def sign_http_request(
+    secret: str, method: str, path: str, body: bytes = b"", timestamp: int | None = None
+) -> dict[str, str]:
+    """The headers that sign one request to a gateway that checks its callers (the SIP
+    call service): the callback scheme over ``METHOD path\nbody``."""
+    return sign_http_callback(secret, _request_message(method, path, body), timestamp)
+
+
+def verify_http_request(
+    secret: str,
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    max_skew_s: float = 300,
+) -> None:
+    """Check a signed gateway request (``sign_http_request``).
+
+    :raises InvalidSignature: missing headers, a bad signature or a stale timestamp
+    """
+    verify_http_callback(secret, headers, _request_message(method, path, body), max_skew_s)
+
+
 def parse_http_callback(body: bytes) -> list[CallEvent]:
     """The events in a verified HTTP gateway callback body (an object or an array).
 

@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -32,7 +32,9 @@ from voice_notify.gateway.base import (
     GatewayPermanentError,
     GatewayTransientError,
 )
-from voice_notify.phone import mask_phone
+from voice_notify.gateway.callbacks import sign_http_request
+from voice_notify.logsafe import escape
+from voice_notify.phone import mask_phone, redact_numbers
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +54,25 @@ class HttpGateway:
         seconds
     :param status_callback_base: the callback URL for requests that name none
         (None: such calls are polled only)
+    :param request_secret: sign every request with it (``X-VoiceNotify-Signature``
+        over method, path and body) for a gateway that checks its callers, such as
+        the SIP call service
     """
 
     name = "http"
 
     def __init__(
-        self, base_url: str, timeout_s: float = 5.0, *, status_callback_base: str | None = None
+        self,
+        base_url: str,
+        timeout_s: float = 5.0,
+        *,
+        status_callback_base: str | None = None,
+        request_secret: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.status_callback_base = status_callback_base
+        self.request_secret = request_secret
         self._session = requests.Session()
 
     def place_call(self, request: CallRequest) -> CallStatus:
@@ -84,7 +95,7 @@ class HttpGateway:
             "%s %s call %s to %s for key %s (%s)",
             self.name,
             "placed" if response.status_code == 201 else "already had",
-            status.call_id,
+            escape(status.call_id),
             mask_phone(request.to),
             request.idempotency_key,
             status.state,
@@ -121,7 +132,7 @@ class HttpGateway:
                 self._raise_for_rejection(response, "call_statuses")
                 calls = response.json()["calls"]
             except (GatewayError, ValueError, KeyError) as exc:
-                log.warning("status of %d calls unavailable: %s", len(page), exc)
+                log.warning("status of %d calls unavailable: %s", len(page), redact_numbers(exc))
                 continue
             for body in calls:
                 status = _status_from_body(body)
@@ -134,22 +145,37 @@ class HttpGateway:
         self._session.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self._session.request(
-                method, self.base_url + path, timeout=self.timeout_s, **kwargs
+        prepared = self._session.prepare_request(
+            requests.Request(method, self.base_url + path, **kwargs)
+        )
+        if self.request_secret:
+            signed = urlsplit(prepared.url)
+            target = signed.path + (f"?{signed.query}" if signed.query else "")
+            body = prepared.body or b""
+            prepared.headers.update(
+                sign_http_request(
+                    self.request_secret,
+                    method,
+                    target,
+                    body.encode() if isinstance(body, str) else body,
+                )
             )
+        try:
+            return self._session.send(prepared, timeout=self.timeout_s)
         except requests.RequestException as exc:
             # Covers timeouts and refused or dropped connections: the call may exist.
-            raise GatewayTransientError(f"{self.name} {method} {path} failed: {exc}") from exc
+            raise GatewayTransientError(
+                f"{self.name} {method} {path} failed: {redact_numbers(exc)}"
+            ) from exc
 
     def _raise_for_rejection(self, response: requests.Response, operation: str) -> None:
         code = response.status_code
         if 200 <= code < 300:
             return
         error, detail = _error_of(response)
-        message = f"{error}: {self.name} gateway refused {operation} with HTTP {code}"
+        message = f"{escape(error, 64)}: {self.name} gateway refused {operation} with HTTP {code}"
         if detail:
-            message += f" ({detail})"
+            message += f" ({redact_numbers(detail)})"
         # 429 is a 4xx that asks to be retried; everything else 4xx is the request's own fault.
         if 400 <= code < 500 and code != 429:
             raise GatewayPermanentError(message)

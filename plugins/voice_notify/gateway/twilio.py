@@ -51,7 +51,7 @@ from voice_notify.gateway.base import (
     GatewayTransientError,
 )
 from voice_notify.gateway.callbacks import TWILIO_STATUSES, twilio_answered_by
-from voice_notify.phone import mask_phone
+from voice_notify.phone import mask_phone, redact_numbers
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,21 @@ class RebasedTwilioHttpClient(TwilioHttpClient):
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
         return super().request(method, self.rebase(url), *args, **kwargs)
+
+
+class _RedactNumbers(logging.Filter):
+    """The SDK logs every request's URL and query at INFO (a call-log search carries
+    ``To=+86…``): its records leave with the numbers masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_numbers(record.getMessage()), None
+        return True
+
+
+def _redact_sdk_logs() -> None:
+    sdk = logging.getLogger("twilio.http_client")
+    if not any(isinstance(f, _RedactNumbers) for f in sdk.filters):
+        sdk.addFilter(_RedactNumbers())
 
 
 def with_idempotency_key(url: str, idempotency_key: str) -> str:
@@ -138,6 +153,7 @@ class TwilioGateway:
             if base_url
             else TwilioHttpClient(timeout=timeout_s)
         )
+        _redact_sdk_logs()
         self._client = Client(account_sid, auth_token, http_client=http_client)
         self._http_client = http_client
         self.from_number = from_number
@@ -242,11 +258,17 @@ class TwilioGateway:
             raise _gateway_error(operation, exc) from exc
         except (requests.RequestException, TwilioException, ValueError) as exc:
             # A timeout, a dropped connection, an unreadable answer: the call may exist.
-            raise GatewayTransientError(f"twilio {operation} failed: {exc!r}") from exc
+            # Not the exception's text: a failed look-up's carries the URL with the number.
+            raise GatewayTransientError(
+                f"twilio {operation} failed: {type(exc).__name__}: {redact_numbers(exc)}"
+            ) from exc
 
 
 def _gateway_error(operation: str, exc: TwilioRestException) -> GatewayError:
-    message = f"twilio_{exc.code}: Twilio refused {operation} with HTTP {exc.status} ({exc.msg})"
+    message = (
+        f"twilio_{exc.code}: Twilio refused {operation} with HTTP {exc.status}"
+        f" ({redact_numbers(exc.msg)})"
+    )
     if 400 <= exc.status < 500 and exc.status != 429:
         return GatewayPermanentError(message)
     return GatewayTransientError(message)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synthesis.manifest import VoiceSpec
+from voice_notify.extract.fields import INVALID_REASON, clean_notice
+from voice_notify.logsafe import escape
 from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
 from voice_notify.plan.campaigns import CampaignConfig
 from voice_notify.reasons import Reason
@@ -51,22 +53,26 @@ def locale_for(dialect: str | None) -> str:
 def in_window(notice: Mapping[str, Any], campaign_date: dt.date, config: CampaignConfig) -> bool:
     """Whether a notice is due within its type's look-ahead of the campaign date.
 
-    Notices of unknown types are always in the window: they must be recorded
-    as skipped, not silently ignored.
+    Notices of unknown types, and notices whose due date is not a date, are always in
+    the window: they must be recorded as skipped, not silently ignored.
     """
+    notice = clean_notice(notice)
     type_config = config.notice_types.get(notice["notice_type"])
-    if type_config is None:
+    if type_config is None or notice["due_date"] is None:
         return True
-    due = notice["due_date"]
-    if isinstance(due, str):
-        due = dt.date.fromisoformat(due[:10])
+    due = dt.date.fromisoformat(notice["due_date"])
     return campaign_date <= due <= campaign_date + dt.timedelta(days=type_config.lookahead_days)
 
 
 def decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) -> Decision:
-    """Eligibility and text for one notice; never raises for bad data."""
+    """Eligibility and text for one notice; never raises for bad data.
+
+    Every field is read to its type first (``extract.fields.clean_notice``); a field
+    that has none is the skip reason, after the notice type and the opt-out.
+    """
     from synthesis.text import NoticeTextError
 
+    notice = clean_notice(notice)
     notice_type = notice["notice_type"] or ""
     locale = locale_for(notice.get("preferred_dialect"))
 
@@ -76,19 +82,22 @@ def decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) -> 
     type_config = config.notice_types.get(notice_type)
     if type_config is None:
         return skip(Reason.UNKNOWN_NOTICE_TYPE)
-    if notice.get("voice_opt_out"):
+    invalid = notice.get(INVALID_REASON)
+    if notice.get("voice_opt_out") and invalid != Reason.INVALID_OPT_OUT:
         return skip(Reason.OPTED_OUT)
+    if invalid:
+        return skip(invalid)
     if type_config.consent_basis == "consent" and not notice.get("voice_consent"):
         return skip(Reason.NO_CUSTOMER_CONSENT)
     try:
         to_e164(notice.get("phone"))
-    except InvalidPhoneNumber:
-        return skip(Reason.INVALID_PHONE)
+    except InvalidPhoneNumber as exc:
+        return skip(exc.reason)
     variables = notice.get("variables")
     if isinstance(variables, str):
         try:
             variables = json.loads(variables)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than sense
             return skip(Reason.INVALID_VARIABLES_JSON)
     if not isinstance(variables, dict):
         return skip(Reason.INVALID_VARIABLES_JSON)
@@ -124,7 +133,11 @@ def decide_all(
     """Decisions for the notices of this campaign (its types, unknown types, in window)."""
     wanted = set(notice_types)
     decisions = []
-    for notice in notices:
+    for raw in notices:
+        notice = clean_notice(raw)
+        if notice["notice_id"] is None:
+            log.warning("a notice without a usable id left out: reason=invalid_notice_id")
+            continue
         known = notice["notice_type"] in config.notice_types
         if known and notice["notice_type"] not in wanted:
             continue
@@ -134,7 +147,7 @@ def decide_all(
         log.info(
             "notice %s (%s, %s): %s",
             decision.notice_id,
-            decision.notice_type or "<none>",
+            escape(decision.notice_type or "<none>", 64),  # CRM data: one field, one line
             mask_phone(notice.get("phone")),
             "planned" if decision.planned else f"skipped reason={decision.reason_code}",
         )

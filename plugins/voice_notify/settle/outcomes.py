@@ -38,6 +38,7 @@ class Outcome(StrEnum):
     BUSY = Reason.CALL_BUSY.value
     CALL_FAILED = Reason.CALL_FAILED.value
     CALL_CANCELED = Reason.CALL_CANCELED.value
+    CALL_DECLINED = Reason.CALL_DECLINED.value
     REJECTED = "rejected"  # the gateway refused the request (never rang)
     NOT_SENT = "not_sent"  # a call left in dialing that the gateway never had
 
@@ -52,6 +53,7 @@ _FAILED_OUTCOMES = {
     CallState.BUSY: Outcome.BUSY,
     CallState.FAILED: Outcome.CALL_FAILED,
     CallState.CANCELED: Outcome.CALL_CANCELED,
+    CallState.DECLINED: Outcome.CALL_DECLINED,
 }
 
 

@@ -1,31 +1,38 @@
-"""Fixtures for real SIP calls over loopback: a baresip callee, the gateway, prompts over HTTP.
+"""Fixtures for real SIP calls over loopback: a baresip callee (or SIPp as a carrier), the
+SIP call service with its adapter, prompts over HTTP.
 
-Timers are short so the whole group stays well under three minutes: rings of 0.2 s, a
-1 s ring timeout, a 1 s setup timeout, 1 s of DTMF grace.
+Timers are short so the whole group stays within a few minutes: rings of 0.2 s, a 1 s
+ring timeout, a 1 s setup timeout, 1 s of DTMF grace.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.synthesis.text.samples import INCLUDE
 
 
 @pytest.fixture(scope="session")
 def sip_tools() -> None:
-    """baresip and sox must be there: `make test` installs them, so missing means broken."""
-    missing = [tool for tool in ("baresip", "sox") if shutil.which(tool) is None]
+    """baresip, sox and SIPp must be there: `make test` installs them, so missing is broken."""
+    missing = [tool for tool in ("baresip", "sox", "sipp") if shutil.which(tool) is None]
     if missing:
-        pytest.fail(f"{missing} not installed; run `make system-deps` (baresip-core, sox)")
+        pytest.fail(
+            f"{missing} not installed; run `make system-deps` (baresip-core, sox, sip-tester)"
+        )
 
 
 needs_baresip = pytest.mark.usefixtures("sip_tools")
@@ -104,29 +111,113 @@ def callee(tmp_path: Path):
         yield running
 
 
+SECRET = "test-sip-service-secret"
+SHORT_TIMERS = {
+    "setup_timeout_s": 1.0,
+    "post_dial_timeout_s": 5.0,
+    "ring_timeout_s": 1.0,
+    "dtmf_grace_s": 1.0,
+    "max_call_s": 60.0,
+}
+
+
+@dataclass
+class RunningService:
+    """A SIP call service running in this process, and the adapter the dial task uses."""
+
+    service: Any
+    url: str
+    gateway: Any
+    engine: sa.Engine
+    stop: Callable[[], None]
+
+    def wait_terminal(self, call_ids, timeout_s: float = 60.0) -> dict[str, Any]:
+        """The statuses of these calls once all have ended (or at the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            statuses = {c: self.gateway.call_status(c) for c in call_ids}
+            if all(s.terminal for s in statuses.values()) or time.monotonic() > deadline:
+                return statuses
+            time.sleep(0.1)
+
+
+def migrated_sqlite(path: Path) -> sa.Engine:
+    """A migrated SQLite ledger database: the call book lives there."""
+    from voice_notify.db import migrate
+    from voice_notify.db.sql import make_engine
+
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    return engine
+
+
 @pytest.fixture
-def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """Build SipGateways with short timers; every one is closed (calls ended) afterwards."""
-    from voice_notify.gateway.sip.gateway import SipGateway, SipSettings
+def ledger_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    engine = migrated_sqlite(tmp_path / "ledger.sqlite")
+    yield engine
+    engine.dispose()
 
-    made: list[SipGateway] = []
 
-    def make(host: str, port: int, **overrides: Any) -> SipGateway:
-        settings = {
-            "trunk_host": host,
-            "trunk_port": port,
-            "state_dir": tmp_path / "gateway",
-            "setup_timeout_s": 1.0,
-            "ring_timeout_s": 1.0,
-            "dtmf_grace_s": 1.0,
-            "max_call_s": 60.0,
-            **overrides,
-        }
-        gateway = SipGateway(SipSettings(**settings))
-        made.append(gateway)
-        return gateway
+class ServiceFactory:
+    """Starts SIP call services in this process with short timers; ``close`` stops them."""
 
-    yield make
-    for gateway in made:
-        gateway.hang_up_all()
-        gateway.close(timeout_s=10)
+    def __init__(self, tmp_path: Path, engine: sa.Engine) -> None:
+        self.tmp_path = tmp_path
+        self.engine = engine
+        self.made: list[RunningService] = []
+
+    def __call__(
+        self,
+        host: str,
+        port: int,
+        *,
+        name: str = "sip-test",
+        engine: sa.Engine | None = None,
+        **overrides: Any,
+    ) -> RunningService:
+        from voice_notify.gateway.sip.call import CallTimers, TrunkSettings
+        from voice_notify.gateway.sip.gateway import SipGateway
+        from voice_notify.gateway.sip.service import CallService, ServiceSettings, serve
+
+        timers = {k: overrides.pop(k) for k in list(overrides) if k in SHORT_TIMERS}
+        codecs = overrides.pop("codecs", ("PCMU", "PCMA"))
+        state_dir = self.tmp_path / f"service-{name}-{len(self.made)}"
+        engine = engine or self.engine
+        service = CallService(
+            ServiceSettings(
+                name=name, state_dir=state_dir, secret=SECRET, listen_port=0, **overrides
+            ),
+            TrunkSettings(trunk_host=host, trunk_port=port, codecs=codecs, rtp_ports="41000-41999"),
+            CallTimers(**{**SHORT_TIMERS, **timers}),
+            engine,
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=serve, args=(service, stop), daemon=True)
+        thread.start()
+        server_file = state_dir / "server.json"
+        deadline = time.monotonic() + 20
+        while not server_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        url = json.loads(server_file.read_text())["url"]
+
+        def halt() -> None:
+            if not stop.is_set():
+                stop.set()
+                thread.join(timeout=30)
+
+        running = RunningService(service, url, SipGateway(url, SECRET), engine, halt)
+        self.made.append(running)
+        return running
+
+    def close(self) -> None:
+        for running in self.made:
+            running.service.stop(drain_s=0.0)  # hang up what still runs
+            running.stop()
+
+
+@pytest.fixture
+def make_service(tmp_path: Path, ledger_engine: sa.Engine) -> Iterator[ServiceFactory]:
+    """Start SIP call services in this process; all stopped afterwards."""
+    factory = ServiceFactory(tmp_path, ledger_engine)
+    yield factory
+    factory.close()

@@ -1,4 +1,5 @@
-"""The SIP gateway's pure parts: outcome mapping, settings, audio comparison, masking."""
+"""The SIP call service's pure parts: outcome mapping, settings, audio comparison, masking,
+request signing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from voice_notify.gateway.base import CallState
 from voice_notify.gateway.sip.audio import compare_audio
 from voice_notify.gateway.sip.baresip import mask_numbers
-from voice_notify.gateway.sip.gateway import SipSettings, sip_outcome
+from voice_notify.gateway.sip.call import CallTimers, TrunkSettings, sip_outcome
 from voice_notify_dev.sip_callee import behaviour_for_number
 
 
@@ -22,7 +23,8 @@ from voice_notify_dev.sip_callee import behaviour_for_number
         ("408 Request Timeout", CallState.NO_ANSWER, None),
         ("404 Not Found", CallState.FAILED, "sip_404"),
         ("488 Not Acceptable Here", CallState.FAILED, "sip_488"),
-        ("603 Decline", CallState.FAILED, "sip_603"),
+        ("603 Decline", CallState.DECLINED, None),
+        ("607 Unwanted", CallState.DECLINED, None),
         ("503 Service Unavailable", CallState.FAILED, "sip_503"),
         ("Connection refused", CallState.FAILED, "unreachable"),
     ],
@@ -31,30 +33,53 @@ def test_final_responses_map_to_call_states(reason, state, error):
     assert sip_outcome(reason) == (state, error)
 
 
-def test_settings_from_a_connection(tmp_path):
-    extra = {
-        "kind": "sip",
-        "state_dir": str(tmp_path),
-        "transport": "tcp",
-        "caller_id": "+8610955555",
-        "codecs": "pcma,pcmu",
-        "ring_timeout_s": 25,
-    }
-    settings = SipSettings.from_connection("sbc.example", 5080, extra, "trunk-user", "s3cret")
-    assert settings.codecs == ("PCMA", "PCMU")
-    assert settings.target_uri("+8613812345678") == (
+def test_trunk_settings_and_timers(tmp_path):
+    trunk = TrunkSettings(
+        trunk_host="sbc.example",
+        trunk_port=5080,
+        transport="tcp",
+        caller_id="+8610955555",
+        codecs=("pcma", "pcmu"),
+        auth_user="trunk-user",
+        auth_pass="s3cret",
+    )
+    assert trunk.codecs == ("PCMA", "PCMU")
+    assert trunk.target_uri("+8613812345678") == (
         "sip:+8613812345678@sbc.example:5080;transport=tcp"
     )
-    account = settings.account_line(("PCMU", "PCMA"))
+    account = trunk.account_line(("PCMU", "PCMA"))
     assert account.startswith("<sip:+8610955555@sbc.example>;regint=0")
     assert account.endswith("audio_codecs=PCMU,PCMA;auth_user=trunk-user;auth_pass=s3cret")
-    assert "s3cret" not in repr(settings)
-    with pytest.raises(ValueError, match="state_dir"):
-        SipSettings.from_connection("sbc.example", 5060, {"kind": "sip"})
+    assert "s3cret" not in repr(trunk)
     with pytest.raises(ValueError, match="transport"):
-        SipSettings(trunk_host="x", state_dir=tmp_path, transport="tls")
+        TrunkSettings(trunk_host="x", transport="tls")
     with pytest.raises(ValueError, match="codecs"):
-        SipSettings(trunk_host="x", state_dir=tmp_path, codecs=("G729",))
+        TrunkSettings(trunk_host="x", codecs=("G729",))
+    with pytest.raises(ValueError, match="post_dial_timeout_s"):
+        CallTimers(post_dial_timeout_s=0)
+    # The silent source outlasts every wait before an answer.
+    timers = CallTimers(setup_timeout_s=5, post_dial_timeout_s=30, ring_timeout_s=60)
+    assert timers.before_answer_s > 95
+
+
+def test_signed_requests_cover_method_path_and_body():
+    from voice_notify.gateway.callbacks import (
+        InvalidSignature,
+        sign_http_request,
+        verify_http_request,
+    )
+
+    headers = sign_http_request("k", "POST", "/v1/calls", b'{"a": 1}')
+    verify_http_request("k", headers, "POST", "/v1/calls", b'{"a": 1}')
+    for method, path, body in (
+        ("GET", "/v1/calls", b'{"a": 1}'),
+        ("POST", "/v1/calls?x=1", b'{"a": 1}'),
+        ("POST", "/v1/calls", b'{"a": 2}'),
+    ):
+        with pytest.raises(InvalidSignature):
+            verify_http_request("k", headers, method, path, body)
+    with pytest.raises(InvalidSignature):
+        verify_http_request("other", headers, "POST", "/v1/calls", b'{"a": 1}')
 
 
 def test_compare_audio_aligns_and_reads_libre_zero_codes_as_zero():
