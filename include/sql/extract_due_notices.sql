@@ -2,7 +2,9 @@
 -- campaign date and the furthest look-ahead of any notice type. The plan step
 -- applies each type's own look-ahead. Edit joins and columns for your CRM; keep
 -- the output column names. birth_year (or a birth_date column instead) is optional:
--- it picks the tone by age band (the campaign file's `tone`).
+-- it picks the tone by age band (the campaign file's `tone`). voice_consent: the
+-- customer's consent to automated calls, needed by notice types whose legal basis is
+-- consent (without the column, those notices are skipped: no_customer_consent).
 SELECT
     n.id AS notice_id,
     n.notice_type,
@@ -14,6 +16,7 @@ SELECT
     c.preferred_dialect,
     c.time_zone,
     c.voice_opt_out,
+    c.voice_consent,
     c.birth_year
 FROM notices n
 JOIN customers c ON c.id = n.customer_id

@@ -194,3 +194,21 @@ def count_by_state(conn: sa.Connection, campaign_date: dt.date) -> dict[str, int
         .group_by(schema.dispatch_ledger.c.state)
     )
     return {state: n for state, n in conn.execute(query)}
+
+
+def hold_for_dry_run(conn: sa.Connection, campaign_date: dt.date, batch_key: str) -> int:
+    """Mark a dry run's synthesized first attempts (``Reason.DRY_RUN``): no pass but a real
+    run of the date may dial them. Returns how many rows were marked."""
+    from voice_notify.reasons import Reason
+
+    table = schema.dispatch_ledger
+    return conn.execute(
+        table.update()
+        .where(
+            table.c.campaign_date == campaign_date,
+            table.c.batch_key == batch_key,
+            table.c.state == LedgerState.SYNTHESIZED.value,
+            table.c.attempt == 1,
+        )
+        .values(reason_code=Reason.DRY_RUN.value, updated_at=_utcnow())
+    ).rowcount

@@ -45,6 +45,9 @@ class Reason(StrEnum):
     ON_DO_NOT_CALL = "do_not_call"
     GATEWAY_REJECTED = "gateway_rejected"
     SYNTHESIS_RESULT_MISSING = "synthesis_result_missing"
+    # Held, not terminal: a dry run synthesized the notice and placed no call; only a
+    # real run of the date dials it (voice_notice_reconcile leaves it alone).
+    DRY_RUN = "dry_run"
     # Waits, not terminal: the row is tried again at ``next_attempt_at``.
     OUTSIDE_CALLING_HOURS = "outside_calling_hours"
     CAP_REACHED = "cap_reached"

@@ -34,6 +34,9 @@ customers = sa.Table(
     sa.Column("preferred_dialect", sa.String(16), nullable=False, server_default="mandarin"),
     sa.Column("time_zone", sa.String(64), nullable=False, server_default="Asia/Shanghai"),
     sa.Column("voice_opt_out", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Consent to automated voice calls, which a notice type whose legal basis is consent
+    # needs (the campaign file's consent_basis).
+    sa.Column("voice_consent", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 notices = sa.Table(

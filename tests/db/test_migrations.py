@@ -99,3 +99,35 @@ def test_the_command_line_upgrades_a_url(tmp_path, capsys) -> None:
     assert f"at {migrate.head_revision()}" in capsys.readouterr().out
     assert migrate.main(["current", "--url", url]) == 0
     assert capsys.readouterr().out.strip() == migrate.head_revision()
+
+
+def test_processes_upgrading_at_once_take_turns(db_url) -> None:
+    """A task and the SIP service starting on an empty database together: one migrates,
+    the other waits for the lock and finds the database current."""
+    import threading
+
+    from voice_notify.db.sql import make_engine
+
+    errors: list[BaseException] = []
+
+    def upgrade() -> None:
+        engine = make_engine(db_url)
+        try:
+            migrate.upgrade(engine)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=upgrade) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    engine = make_engine(db_url)
+    try:
+        assert migrate.current_revision(engine) == migrate.head_revision()
+        assert _differences(engine) == []
+    finally:
+        engine.dispose()

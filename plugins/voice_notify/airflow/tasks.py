@@ -30,6 +30,7 @@ from voice_notify.extract import due_notices
 from voice_notify.plan import batches, eligibility, trail
 from voice_notify.plan.campaigns import CampaignConfig, load_campaign_config
 from voice_notify.plan.voices import assign_voices, customer_ages
+from voice_notify.reasons import Reason
 from voice_notify.report import audit
 from voice_notify.report.campaign import load_report
 from voice_notify.report.html import render
@@ -206,7 +207,9 @@ def dial(campaign_date: dt.date, batch_key: str, results_key: str, dry_run: bool
         rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
         synthesis = record_synthesis(conn, rows, results)
     if dry_run:
-        log.info("dry run: %d synthesized, no calls placed", synthesis.synthesized)
+        with engine.begin() as conn:
+            held = ledger.hold_for_dry_run(conn, campaign_date, batch_key)
+        log.info("dry run: %d synthesized, %d held, no calls placed", synthesis.synthesized, held)
         return {"synthesized": synthesis.synthesized, "dialed": 0, "dry_run": True}
     with engine.connect() as conn:
         rows = ledger.rows_for_date(conn, campaign_date, batch_key=batch_key)
@@ -266,6 +269,8 @@ def redial_due(dates: list[dt.date]) -> dict[str, Any]:
             for row in ledger.rows_for_date(
                 conn, day, [ledger.LedgerState.SYNTHESIZED, ledger.LedgerState.DIALING]
             )
+            # A dry run's rows wait for a real run of their date, never for a redial pass.
+            if row.reason_code != Reason.DRY_RUN
         ]
     counts = dialer.dial_rows(
         engine, hooks.engine_for(get_settings().crm_conn_id), rows, _dial_context()

@@ -3,9 +3,10 @@
 One command brings a ledger database to the current schema, whatever state it is in:
 empty, created by voice-notify before migrations existed (its tables are adopted as
 they are), or at any earlier revision. Deployments run it on upgrade, before the new
-DAGs (the Helm chart's migration job, ``make stack``); the daily DAG's first task
-checks the revision and upgrades a database that is behind, so the demo and a laptop
-need no extra step.
+DAGs (the Helm chart's migration job, ``make stack``). Every task that opens the ledger
+also checks the revision once per process (``ensure_current``) and upgrades a database
+that is behind, so the demo and a laptop need no extra step; upgrades take a
+database-wide lock, so processes starting at once never run DDL side by side.
 
     voice-notify-db upgrade --url postgresql+psycopg2://...   # or --conn-id crm_db
     voice-notify-db current --url ...
@@ -57,10 +58,43 @@ def current_revision(engine: sa.Engine) -> str | None:
         ).get_current_revision()
 
 
+# A key of the database-wide lock migrations take, so that two processes (a task and the
+# SIP call service, two tasks) never run DDL at once: the second waits, then finds the
+# database current.
+_LOCK_KEY = 0x766E6D6967  # "vnmig"
+_SQLITE_LOCK = "voice_notify_migration_lock"
+
+
+def _take_migration_lock(conn: sa.Connection) -> None:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    elif dialect in ("mysql", "mariadb"):
+        # Session-wide, so it outlives MariaDB's implicit commits around DDL.
+        got = conn.execute(sa.text("SELECT GET_LOCK('voice_notify_migrate', 300)")).scalar()
+        if got != 1:
+            raise RuntimeError("another process holds the migration lock for 300 s")
+    elif dialect == "sqlite":
+        # A write opens the transaction and takes the database's write lock at once (the
+        # sqlite3 module runs DDL outside a transaction until one is open).
+        conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {_SQLITE_LOCK} (taken INTEGER)"))
+        conn.execute(sa.text(f"DELETE FROM {_SQLITE_LOCK}"))
+
+
+def _release_migration_lock(conn: sa.Connection) -> None:
+    if conn.dialect.name in ("mysql", "mariadb"):
+        conn.execute(sa.text("SELECT RELEASE_LOCK('voice_notify_migrate')"))
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    """Apply every migration the database lacks (a no-op when it is current)."""
+    """Apply every migration the database lacks (a no-op when it is current), under a
+    database-wide lock."""
     with engine.begin() as conn:
-        command.upgrade(_config(conn), revision)
+        _take_migration_lock(conn)
+        try:
+            command.upgrade(_config(conn), revision)
+        finally:
+            _release_migration_lock(conn)
 
 
 def ensure_current(engine: sa.Engine) -> None:

@@ -209,14 +209,19 @@ class _Dialer:
                 conn, {r.notice_id: r.id for r in rows}
             )
         compliance.ensure_customer_locks(self.engine, [r.customer_id for r in rows])
-        for row in rows:
-            contact, number = contacts.get(row.notice_id), numbers.get(row.notice_id)
-            if row.state == LedgerState.DIALING:
-                self._resume(row, contact, number)
-            elif row.state == LedgerState.SYNTHESIZED:
-                self._dial(row, contact, number)
-        with self.engine.begin() as conn:
-            trail.record_evaluations(conn, self.trail)
+        try:
+            self._dial_each(rows, contacts, numbers)
+        finally:
+            # What the gate answered, whatever happened after: the console's trail.
+            with self.engine.begin() as conn:
+                trail.record_evaluations(conn, self.trail)
+        return self.counts
+
+    def _dial_each(
+        self, rows: Sequence[sa.Row], contacts: Mapping[int, Any], numbers: Mapping[int, Any]
+    ) -> None:
+        """Each row once: dialled, resumed from ``dialing``, or left for reconcile when the
+        database drops a connection (every ledger write is conditional)."""
         last_db_error: sa.exc.DBAPIError | None = None
         for done, row in enumerate(rows, start=1):
             contact, number = contacts.get(row.notice_id), numbers.get(row.notice_id)
@@ -242,7 +247,6 @@ class _Dialer:
                     raise  # the database looks down: let the task fail and retry
         if last_db_error is not None and 2 * self.counts.db_errors > len(rows):
             raise last_db_error
-        return self.counts
 
     def _note(self, row: sa.Row, verdict: compliance.Verdict) -> None:
         """Keep the gate's answer for the decision trail (``notice_decisions``)."""
@@ -263,6 +267,12 @@ class _Dialer:
             return compliance.skip(Reason.OPTED_OUT_BEFORE_DIAL)
         if opted_out is not False:  # unreadable now: never read as "no"
             return compliance.skip(Reason.INVALID_OPT_OUT)
+        type_config = self.ctx.config.notice_types.get(row.notice_type)
+        # The legal basis again: a customer may have withdrawn consent since the plan.
+        needs_consent = type_config is not None and type_config.consent_basis == "consent"
+        consent = fields.parse_flag(getattr(contact, "voice_consent", None))
+        if needs_consent and consent is not True:
+            return compliance.skip(Reason.NO_CUSTOMER_CONSENT)
         if number is None:
             return compliance.skip(self.phone_reasons.get(row.notice_id, Reason.INVALID_PHONE))
         if number in self.blocked:
@@ -272,7 +282,6 @@ class _Dialer:
         verdict = compliance.hours_verdict(self.ctx.config.calling_hours, now, zone)
         if not verdict.allowed:
             return verdict
-        type_config = self.ctx.config.notice_types.get(row.notice_type)
         return compliance.caps_verdict(
             self.ctx.config.caps,
             type_config.caps if type_config else compliance.Caps(),
@@ -329,6 +338,7 @@ class _Dialer:
                 idempotency_key=key,
                 dialing_started_at=started,
                 call_id=None,
+                reason_code=None,  # a dry run's hold, or an earlier wait's reason
             ):
                 return  # another worker moved it first; it is theirs
             conn.execute(
@@ -351,20 +361,34 @@ class _Dialer:
         self._place(row, number, key)
 
     def _gate_locked(
-        self, conn: sa.Connection, row: sa.Row, number: str, now: dt.datetime
+        self,
+        conn: sa.Connection,
+        row: sa.Row,
+        number: str,
+        now: dt.datetime,
+        own_key: str | None = None,
     ) -> compliance.Verdict:
         """Do-not-call, an opt-out key pressed in another call, and the caps, read fresh
-        under the customer's lock (held until the caller's transaction ends)."""
-        if row.customer_id is None:
-            return compliance.ALLOW  # no customer to cap (the CRM row has no id)
-        compliance.lock_customer(conn, row.customer_id, _naive_utc(now))
+        under the customer's lock (held until the caller's transaction ends).
+
+        :param own_key: the attempt being resumed, already in the history: it must not
+            cap itself
+        """
+        if row.customer_id is not None:
+            compliance.lock_customer(conn, row.customer_id, _naive_utc(now))
         if compliance.do_not_call_numbers(conn, [number]):
             return compliance.skip(Reason.ON_DO_NOT_CALL)
+        if row.customer_id is None:
+            return compliance.ALLOW  # no customer to cap (the CRM row has no id)
         if compliance.opted_out_by_key(conn, row.customer_id, self.ctx.config.optout_key):
             return compliance.skip(Reason.OPTED_OUT_BEFORE_DIAL)
-        history = compliance.recent_attempts(
-            conn, [row.customer_id], _naive_utc(now - _CAP_HISTORY)
-        ).get(row.customer_id, [])
+        history = [
+            attempt
+            for attempt in compliance.recent_attempts(
+                conn, [row.customer_id], _naive_utc(now - _CAP_HISTORY)
+            ).get(row.customer_id, [])
+            if attempt.idempotency_key != own_key
+        ]
         type_config = self.ctx.config.notice_types.get(row.notice_type)
         return compliance.caps_verdict(
             self.ctx.config.caps,
@@ -528,8 +552,12 @@ class _Dialer:
             self._mark_dialed(row, found)
             return
         # The gateway never accepted it: sending with the same key is safe, if
-        # the customer may still be called (time has passed).
+        # the customer may still be called (time has passed) - the same gate as a first
+        # dial, the parts another dial task can change read under the customer's lock.
         verdict = self._gate(row, contact, number)
+        if verdict.kind is GateResult.ALLOW:
+            with self.engine.begin() as conn:
+                verdict = self._gate_locked(conn, row, number, self.ctx.now(), own_key=key)
         self._note(row, verdict)
         if verdict.kind is GateResult.SKIP:
             self._end(row, LedgerState.FAILED, verdict.reason, outcome=Outcome.NOT_SENT)

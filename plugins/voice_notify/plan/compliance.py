@@ -214,12 +214,24 @@ def lock_customer(conn: sa.Connection, customer_id: int, when: dt.datetime) -> N
 
 def opted_out_by_key(conn: sa.Connection, customer_id: int, optout_key: str) -> bool:
     """Whether the customer pressed the opt-out key in a call whose end is not written back
-    yet (the CRM's flag follows at write-back; until then the key itself decides)."""
+    yet (the CRM's flag follows at write-back; until then the key itself decides): in a
+    callback (``call_events``), or in a polled or settled outcome (``call_attempts``)."""
     attempts, events = schema.call_attempts, schema.call_events
-    query = (
+    by_callback = (
         sa.select(sa.literal(1))
         .select_from(attempts.join(events, events.c.call_id == attempts.c.call_id))
         .where(attempts.c.customer_id == customer_id, events.c.key_pressed == optout_key)
         .limit(1)
     )
-    return conn.execute(query).first() is not None
+    by_outcome = (
+        sa.select(sa.literal(1))
+        .where(
+            attempts.c.customer_id == customer_id,
+            sa.or_(attempts.c.key_pressed == optout_key, attempts.c.outcome == "opted_out"),
+        )
+        .limit(1)
+    )
+    return (
+        conn.execute(by_callback).first() is not None
+        or conn.execute(by_outcome).first() is not None
+    )

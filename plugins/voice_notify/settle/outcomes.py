@@ -58,11 +58,15 @@ _FAILED_OUTCOMES = {
 
 
 def outcome_of(status: CallStatus, confirm_key: str, optout_key: str) -> Outcome:
-    """The outcome name recorded in the ledger and the CRM."""
-    if status.state != CallState.COMPLETED:
-        return _FAILED_OUTCOMES[status.state]
+    """The outcome name recorded in the ledger and the CRM.
+
+    An opt-out key decides whatever state the call ended in (a call cut after the
+    customer pressed it still carries the opt-out to the CRM).
+    """
     if status.key_pressed == optout_key:
         return Outcome.OPTED_OUT
+    if status.state != CallState.COMPLETED:
+        return _FAILED_OUTCOMES[status.state]
     if status.key_pressed == confirm_key:
         return Outcome.CONFIRMED
     if status.answered_by == "machine":
@@ -199,7 +203,7 @@ def settlement_of(
     status: CallStatus, outcome: Outcome, attempt: int, policy: RedialPolicy | None
 ) -> Settlement:
     """The redial policy applied to one ended call attempt."""
-    if status.state == CallState.COMPLETED:
+    if status.state == CallState.COMPLETED or outcome is Outcome.OPTED_OUT:
         return Settlement.COMPLETE
     if policy is not None and outcome in policy.on and attempt < policy.max_attempts:
         return Settlement.REDIAL

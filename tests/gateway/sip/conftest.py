@@ -135,7 +135,11 @@ class RunningService:
         """The statuses of these calls once all have ended (or at the timeout)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            statuses = {c: self.gateway.call_status(c) for c in call_ids}
+            # In bulk, as settle polls (GET /v1/calls?call_id=...): every call it placed.
+            statuses = self.gateway.call_statuses(list(call_ids))
+            assert set(statuses) == set(call_ids), (
+                f"the service lost {set(call_ids) - set(statuses)}"
+            )
             if all(s.terminal for s in statuses.values()) or time.monotonic() > deadline:
                 return statuses
             time.sleep(0.1)

@@ -783,13 +783,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return 200, service.health()
         self._verified_body()
         if url.path == "/v1/calls":
-            keys = parse_qs(url.query).get("idempotency_key")
+            query = parse_qs(url.query)
+            if "call_id" in query:  # many calls at once (polling); unknown ids are left out
+                return 200, {"calls": self._statuses(query["call_id"])}
+            keys = query.get("idempotency_key")
             if not keys:
                 raise Rejected(400, "invalid_request", "idempotency_key is required")
             return 200, service.status_by_key(keys[0])
         if url.path.startswith("/v1/calls/"):
             return 200, service.status_by_id(unquote(url.path.removeprefix("/v1/calls/")))
         raise Rejected(404, "not_found")
+
+    def _statuses(self, call_ids: list[str]) -> list[Mapping[str, Any]]:
+        if len(call_ids) > 500:
+            raise Rejected(400, "invalid_request", "at most 500 call_id per request")
+        found = []
+        for call_id in call_ids:
+            try:
+                found.append(self.server.service.status_by_id(call_id))
+            except Rejected:
+                continue
+        return found
 
     def _post(self) -> tuple[int, Mapping[str, Any]]:
         raw = self._verified_body()
