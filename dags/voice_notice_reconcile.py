@@ -30,11 +30,10 @@ Safe to run at any time and any number of times: it works from the ledger.
 
 def _dates() -> list[dt.date]:
     from voice_notify.airflow import tasks as pipeline
+    from voice_notify.airflow.defaults import run_day
 
-    context = get_current_context()
-    # The end of the hour it looks after; a manual trigger: the time it runs.
-    end = context.get("data_interval_end") or context["dag_run"].run_after
-    return pipeline.recent_dates(dt.date(end.year, end.month, end.day))
+    # The end of the hour it looks after; a manual trigger: the day it runs.
+    return pipeline.recent_dates(run_day(get_current_context(), "data_interval_end"))
 
 
 @dag(
@@ -66,23 +65,25 @@ def voice_notice_reconcile():
 
     wait_for_calls = CallOutcomesSensor(
         task_id="wait_for_calls",
-        campaign_dates="{{ ti.xcom_pull(task_ids='redial')['dates'] | join(',') }}",
+        campaign_dates="{{ ti.xcom_pull(task_ids='settle_late')['dates'] | join(',') }}",
         max_wait_s=get_settings().call_timeout_s,
         poll_interval_s=get_settings().poll_interval_s,
+        # A gateway outage fails redial; what did end still settles and reaches the CRM.
+        trigger_rule="all_done",
     )
 
-    @task
-    def write_back(redialed: dict) -> dict:
+    @task(trigger_rule="all_done")
+    def write_back(settled: dict) -> dict:
         from voice_notify.airflow import tasks as pipeline
 
-        dates = [dt.date.fromisoformat(d) for d in redialed["dates"]]
+        dates = [dt.date.fromisoformat(d) for d in settled["dates"]]
         settled = pipeline.settle(dates)
         written = pipeline.write_back(dates)
         reports = [pipeline.report(d)["key"] for d in dates]
         return {"settle": settled, "write_back": written, "reports": reports}
 
-    redialed = redial(settle_late())
-    redialed >> wait_for_calls >> write_back(redialed)
+    settled = settle_late()
+    redial(settled) >> wait_for_calls >> write_back(settled)
 
 
 voice_notice_reconcile()

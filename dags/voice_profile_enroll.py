@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from voice_notify.airflow.defaults import task_defaults
+from voice_notify.airflow.defaults import run_day, task_defaults
 
 DOC = """
 ### Enroll a voice profile
@@ -67,10 +67,8 @@ params are needed when the profile has no consent yet. Revoke a consent with
 )
 def voice_profile_enroll():
     def _on() -> dt.date:
-        # A manual trigger may have no logical date; then the run's own "run after" time.
-        context = get_current_context()
-        when = context.get("logical_date") or context["dag_run"].run_after
-        return dt.date(when.year, when.month, when.day)
+        # A manual trigger may have no logical date; then the day it runs.
+        return run_day(get_current_context())
 
     @task
     def validate(params=None) -> dict:

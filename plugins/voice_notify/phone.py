@@ -37,6 +37,9 @@ _WIDTH_FOLD = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000:
 _MAX_CHARS = 64
 # A number inside free text: digits of any script with single separators between them,
 # 7 or more after a "+" (or its URL form %2B), else 9 or more (a date is 8).
+# With a leading + (or its URL form) from 7 digits, else from 9 (a mobile number, a
+# landline with its area code), separators as people write them; shorter runs are
+# amounts, dates and ids, which stay readable.
 _NUMBER_IN_TEXT = re.compile(
     r"(?:\+|%2[bB])\d(?:[ \-.()\u00a0]?\d){6,}|\d(?:[ \-.()\u00a0]?\d){8,}"
 )
@@ -118,7 +121,12 @@ def mask_phone(number: object) -> str:
     return escape(head + text[-4:])
 
 
+def mask_numbers_in(text: str) -> str:
+    """``text`` with every phone-number-like run of digits masked (separators allowed)."""
+    return _NUMBER_IN_TEXT.sub(lambda m: mask_phone(m.group()), text)
+
+
 def redact_numbers(text: object) -> str:
     """``text`` with every phone-number-like run of digits (any script) masked, escaped:
     for free text that may quote a number, such as an exception's message or a URL."""
-    return escape(_NUMBER_IN_TEXT.sub(lambda m: mask_phone(m.group()), str(text)), 500)
+    return escape(mask_numbers_in(str(text)), 500)

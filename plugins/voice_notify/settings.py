@@ -100,7 +100,9 @@ def get_settings() -> Settings:
         gateway_conn_id=env("VOICE_NOTIFY_GATEWAY_CONN_ID", "voice_gateway"),
         synthesis_pool=env("VOICE_NOTIFY_SYNTHESIS_POOL", "cosyvoice_gpu"),
         presign_expiry_s=int(env("VOICE_NOTIFY_PRESIGN_EXPIRY_S", str(24 * 3600))),
-        poll_interval_s=float(env("VOICE_NOTIFY_POLL_INTERVAL_S", "0.2")),
+        # Between settle passes of wait_for_calls, deferred in the triggerer; the demo and
+        # the tests (a simulator's calls last a fraction of a second) set it lower.
+        poll_interval_s=float(env("VOICE_NOTIFY_POLL_INTERVAL_S", "30")),
         call_timeout_s=float(env("VOICE_NOTIFY_CALL_TIMEOUT_S", "120")),
         calls_per_second=float(env("VOICE_NOTIFY_CALLS_PER_SECOND", "20")),
         # The public URL of the API server's callback endpoint, e.g.

@@ -184,6 +184,8 @@ def airflow_environment(
         "VOICE_NOTIFY_INCLUDE_DIR": str(REPO_ROOT / "include"),
         # Local runs call a simulator: any hour, immediate redials (see the file).
         "VOICE_NOTIFY_CAMPAIGNS_FILE": str(REPO_ROOT / "include" / "demo" / "campaigns.yaml"),
+        # The simulator's calls last a fraction of a second: look again soon.
+        "VOICE_NOTIFY_POLL_INTERVAL_S": "0.5",
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }

@@ -143,3 +143,24 @@ def test_an_oversized_body_is_refused_before_it_is_verified(client) -> None:
     # Just under the limit is read and checked as usual.
     small = {"call_id": "c9", "state": "completed", "sequence": 1}
     assert _post_http(http, small).status_code == 204
+
+
+def test_twilio_signs_the_public_url_behind_an_ingress(client, monkeypatch) -> None:
+    """Twilio signs the URL it was given (https, the public host); the API server behind a
+    TLS-ending ingress sees http and its own host. The configured public URL decides."""
+    from voice_notify.settings import get_settings
+
+    http, engine = client
+    form = {"CallSid": "CA9", "CallStatus": "completed", "SequenceNumber": "4"}
+    public = "https://voice.bank.example/callbacks/twilio?ik=vn-9-2026-11-26-1"
+    signature = RequestValidator(SECRET).compute_signature(public, form)
+    internal = "http://testserver/callbacks/twilio?ik=vn-9-2026-11-26-1"
+    headers = {"X-Twilio-Signature": signature}
+    assert http.post(internal, data=form, headers=headers).status_code == 403
+    monkeypatch.setenv(
+        "VOICE_NOTIFY_STATUS_CALLBACK_URL", "https://voice.bank.example/voice-notify/callbacks"
+    )
+    get_settings.cache_clear()
+    assert http.post(internal, data=form, headers=headers).status_code == 204
+    assert [e.call_id for e in _events(engine)] == ["CA9"]
+    get_settings.cache_clear()

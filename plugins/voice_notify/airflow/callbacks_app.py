@@ -13,9 +13,10 @@ so an unbounded one would let anyone make the API server read and hold any amoun
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from voice_notify.airflow import hooks
 from voice_notify.logsafe import escape
@@ -55,6 +56,16 @@ def _ledger_engine():
     return hooks.engine_for(get_settings().ledger_conn_id)
 
 
+def _signed_url(request: Request) -> str:
+    """The URL the gateway signed: the public one (``VOICE_NOTIFY_STATUS_CALLBACK_URL``'s
+    scheme and host, behind an ingress that ends TLS), with the request's path and query."""
+    public = get_settings().status_callback_url
+    if not public:
+        return str(request.url)
+    base = urlsplit(public)
+    return urlunsplit((base.scheme, base.netloc, request.url.path, request.url.query, ""))
+
+
 @callbacks_app.post("/callbacks/http", status_code=204)
 async def http_callback(request: Request) -> Response:
     from voice_notify.gateway.callbacks import (
@@ -66,14 +77,16 @@ async def http_callback(request: Request) -> Response:
 
     body = await _bounded_body(request)
     try:
-        verify_http_callback(_gateway_secret(), dict(request.headers), body)
+        secret = await run_in_threadpool(_gateway_secret)  # Connections: database I/O
+        verify_http_callback(secret, dict(request.headers), body)
         events = parse_http_callback(body)
     except InvalidSignature as exc:
         log.warning("rejected an HTTP gateway callback: %s", escape(exc))
         raise HTTPException(status_code=403, detail="invalid signature") from None
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
-    stored = store_events(_ledger_engine(), events, "http")
+    # Off the API server's event loop: the ledger write is blocking I/O.
+    stored = await run_in_threadpool(store_events, _ledger_engine(), events, "http")
     log.info("stored %d of %d callback events", stored, len(events))
     return Response(status_code=204)
 
@@ -94,12 +107,13 @@ async def twilio_callback(request: Request) -> Response:
     form = dict(pairs)  # the last value of a repeated field, as Starlette's form gives
     signature = request.headers.get("X-Twilio-Signature", "")
     try:
-        verify_twilio_callback(_gateway_secret(), str(request.url), form, signature)
+        secret = await run_in_threadpool(_gateway_secret)
+        verify_twilio_callback(secret, _signed_url(request), form, signature)
         events = parse_twilio_callback(form, request.query_params.get("ik"))
     except InvalidSignature as exc:
         log.warning("rejected a Twilio callback: %s", escape(exc))
         raise HTTPException(status_code=403, detail="invalid signature") from None
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
-    store_events(_ledger_engine(), events, "twilio")
+    await run_in_threadpool(store_events, _ledger_engine(), events, "twilio")
     return Response(status_code=204)

@@ -22,22 +22,26 @@ def task_defaults() -> dict[str, Any]:
     }
 
 
-def campaign_date_of(context: Mapping[str, Any]) -> dt.date:
-    """The campaign date of a run: its logical date, else the day it runs.
+def run_day(context: Mapping[str, Any], key: str = "logical_date") -> dt.date:
+    """The day of a run's ``key`` time (its logical date by default), else the day it runs.
 
     Airflow 3 lets a run be triggered without a logical date (the UI's "trigger" with
-    the field empty, ``"logical_date": null`` in the REST API): such a run is the
-    campaign of the day it runs (``run_after``), said once in the log. A plain date:
-    the logical date is a pendulum object some database drivers reject.
+    the field empty, ``"logical_date": null`` in the REST API): such a run's day is the
+    day it runs (``run_after``), said once in the log. A plain date: the logical date is
+    a pendulum object some database drivers reject.
     """
-    logical = context.get("logical_date")
-    if logical is None:
-        dag_run = context.get("dag_run")
-        logical = getattr(dag_run, "run_after", None)
-        if logical is None:
+    moment = context.get(key)
+    if moment is None:
+        moment = getattr(context.get("dag_run"), "run_after", None)
+        if moment is None:
             raise ValueError(
                 "this run has neither a logical date nor a run_after time: trigger it with a "
                 "logical date (the campaign date)"
             )
-        log.info("run without a logical date: campaign date %s (the day it runs)", logical.date())
-    return dt.date(logical.year, logical.month, logical.day)
+        log.info("run without a %s: the day it runs, %s", key, moment.date())
+    return dt.date(moment.year, moment.month, moment.day)
+
+
+def campaign_date_of(context: Mapping[str, Any]) -> dt.date:
+    """The campaign date of a run: its logical date, else the day it runs."""
+    return run_day(context, "logical_date")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,11 +34,10 @@ import sqlalchemy as sa
 
 from voice_notify.db import schema
 from voice_notify.db.sql import upsert
-from voice_notify.phone import mask_phone
+from voice_notify.phone import mask_numbers_in
 from voice_notify.voices import registry as voice_profiles
 
 VIEW = "notice_audit"
-_PHONE_LIKE = re.compile(r"(?<![\w])\+?\d{7,15}(?![\w])")
 
 
 def _utcnow() -> dt.datetime:
@@ -210,13 +208,19 @@ def masked(value: Any) -> Any:
     return _masked(value)
 
 
-def _masked(value: Any) -> Any:
+# Fields that hold times, dates and our own idempotency keys (vn-<notice>-<date>-<n>),
+# never a customer's number: left as they are (each is a long run of digits too). Any
+# other text is masked, a gateway's call id included (some embed the number).
+_NOT_FREE_TEXT = ("_at", "_on", "date", "idempotency_key")
+
+
+def _masked(value: Any, field: str = "") -> Any:
     if isinstance(value, str):
-        return _PHONE_LIKE.sub(lambda m: mask_phone(m.group(0)), value)
+        return value if field.endswith(_NOT_FREE_TEXT) else mask_numbers_in(value)
     if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
+        return {k: _masked(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_masked(v) for v in value]
+        return [_masked(v, field) for v in value]
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     return value
