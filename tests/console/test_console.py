@@ -79,7 +79,7 @@ def test_the_list_shows_every_notice_of_the_date(console_server, campaign_run, c
     # One batch: what the link on a mapped dial task instance opens.
     page.goto(
         f"{console_server.console}/notices?dag_id=voice_notice_daily"
-        f"&run_id={console_server.run_id}&task_id=dial&map_index=0"
+        f"&run_id={console_server.run_id}&task_id=batch.dial&map_index=0"
     )
     assert "batch-0000" in page.inner_text("h1")
     batched = sum(1 for r in rows if r.batch_key)

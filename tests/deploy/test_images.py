@@ -339,7 +339,7 @@ def test_the_compose_file_renders() -> None:
     and interpolates the file; ``docker compose`` (v2) needs a plugin this client lacks."""
     compose = shutil.which("docker-compose")
     if compose is None:
-        pytest.skip("docker-compose is missing: `make test` installs it (Debian docker-compose)")
+        pytest.fail("docker-compose is missing: `make test` installs it (Debian docker-compose)")
     env = _clean_env(
         AIRFLOW_FERNET_KEY="k",
         AIRFLOW_JWT_SECRET="j",

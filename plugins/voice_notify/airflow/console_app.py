@@ -151,18 +151,23 @@ def _resolve(request: Request) -> tuple[dt.date | None, str | None]:
     dag_id, run_id = query.get("dag_id"), query.get("run_id")
     if day is None and run_id:
         day = _run_date(dag_id, run_id)
-    map_index = query.get("map_index")
-    if (
-        batch is None
-        and map_index not in (None, "", "-1")
-        and query.get("task_id")
-        in (
-            "synthesize",
-            "dial",
-        )
-    ):
-        batch = f"batch-{int(map_index):04d}"  # voice_notify.airflow.storage.batch_key
+    map_index = query.get("map_index") or ""
+    # Mapped tasks live in the daily DAG's batch group: batch.synthesize, batch.dial.
+    task = (query.get("task_id") or "").rsplit(".", 1)[-1]
+    if batch is None and day is not None and map_index.isdigit() and task in ("synthesize", "dial"):
+        # The plan returns the date's batches in key order; the map index is the position.
+        from voice_notify.console import queries
+
+        with _ledger().connect() as conn:
+            keys = [b["label"] for b in queries.batches_of(conn, day)]
+        index = int(map_index)
+        batch = keys[index] if index < len(keys) else None
     return day, batch
+
+
+def _page(text: str | None) -> int:
+    """A page number from the query; anything else is the first page."""
+    return int(text) if text and text.isdigit() else 0
 
 
 def _not_this_dag(request: Request) -> HTMLResponse | None:
@@ -207,7 +212,7 @@ def notices(request: Request) -> HTMLResponse:
         state=request.query_params.get("state") or None,
         reason=request.query_params.get("reason") or None,
         notice_id=int(notice) if notice and notice.isdigit() else None,
-        page=max(int(request.query_params.get("page", "0") or 0), 0),
+        page=_page(request.query_params.get("page")),
     )
     with _ledger().connect() as conn:
         listing = queries.list_notices(conn, f)

@@ -35,10 +35,22 @@ ALLOW, WAIT, SKIP = "allow", "wait", "skip"
 #: The plan's checks in the order they run, with the reason codes each one answers.
 #: ``text`` answers every text-frontend code, ``voice`` every consent refusal.
 PLAN_CHECKS: tuple[tuple[str, frozenset[str]], ...] = (
+    # Every CRM field read to its type where it enters (voice_notify.extract.fields).
+    (
+        "fields",
+        frozenset(
+            {
+                Reason.INVALID_CUSTOMER_ID,
+                Reason.INVALID_DUE_DATE,
+                Reason.INVALID_TIME_ZONE,
+                Reason.INVALID_CUSTOMER_NAME,
+            }
+        ),
+    ),
     ("notice_type", frozenset({Reason.UNKNOWN_NOTICE_TYPE})),
-    ("opt_out", frozenset({Reason.OPTED_OUT})),
-    ("legal_basis", frozenset({Reason.NO_CUSTOMER_CONSENT})),
-    ("phone", frozenset({Reason.INVALID_PHONE})),
+    ("opt_out", frozenset({Reason.OPTED_OUT, Reason.INVALID_OPT_OUT})),
+    ("legal_basis", frozenset({Reason.NO_CUSTOMER_CONSENT, Reason.INVALID_CONSENT})),
+    ("phone", frozenset({Reason.INVALID_PHONE, Reason.PHONE_NON_ASCII_DIGITS})),
     ("variables", frozenset({Reason.INVALID_VARIABLES_JSON})),
     ("text", frozenset()),
     ("voice", frozenset()),
@@ -50,8 +62,9 @@ PLAN_CHECKS: tuple[tuple[str, frozenset[str]], ...] = (
 DIAL_CHECKS: tuple[tuple[str, frozenset[str]], ...] = (
     ("dial_claim", frozenset({Reason.ALREADY_CONTACTED})),
     ("still_due", frozenset({Reason.NOTICE_NO_LONGER_DUE})),
-    ("opt_out", frozenset({Reason.OPTED_OUT_BEFORE_DIAL})),
-    ("phone", frozenset({Reason.INVALID_PHONE})),
+    ("opt_out", frozenset({Reason.OPTED_OUT_BEFORE_DIAL, Reason.INVALID_OPT_OUT})),
+    ("legal_basis", frozenset({Reason.NO_CUSTOMER_CONSENT})),
+    ("phone", frozenset({Reason.INVALID_PHONE, Reason.PHONE_NON_ASCII_DIGITS})),
     ("do_not_call", frozenset({Reason.ON_DO_NOT_CALL})),
     ("calling_hours", frozenset({Reason.OUTSIDE_CALLING_HOURS})),
     ("caps", frozenset({Reason.CAP_REACHED})),

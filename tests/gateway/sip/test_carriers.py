@@ -32,11 +32,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from tests.text.samples import ALL_NOTICES
 
 from tests.gateway.sip.conftest import CONTEXT, ServiceFactory, migrated_sqlite, needs_baresip
 from tests.gateway.sip.media import PCMA, RtpPeer, write_key_pcap
 from tests.gateway.sip.notice_audio import render_notice
+from tests.synthesis.text.samples import ALL_NOTICES
 from voice_notify.db import schema
 from voice_notify.gateway.base import CallRequest, CallState
 from voice_notify.gateway.sip.audio import compare_audio, read_pcm
@@ -106,9 +106,8 @@ class Carrier:
 @pytest.fixture(scope="module")
 def notice(tmp_path_factory: pytest.TempPathFactory):
     """The spoken AI disclosure, the first thing a customer must hear (~2 s, μ-law)."""
-    from tests.text.samples import INCLUDE
-
     from synthesis.text import NoticeComposer
+    from tests.synthesis.text.samples import INCLUDE
 
     composer = NoticeComposer.load(INCLUDE)
     return render_notice(
