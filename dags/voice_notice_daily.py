@@ -79,7 +79,7 @@ def voice_notice_daily():
             params["batch_size"],
         )
 
-    @task(pool="cosyvoice_gpu", map_index_template="{{ batch_label }}")
+    @task(pool=get_settings().synthesis_pool, map_index_template="{{ batch_label }}")
     def synthesize(batch_key: str) -> dict:
         from voice_notify.airflow import tasks
 
@@ -108,7 +108,7 @@ def voice_notice_daily():
             synthesized = SynthesisPodOperator(
                 task_id="synthesize",
                 batch_key=batch_key,
-                pool="cosyvoice_gpu",
+                pool=get_settings().synthesis_pool,
                 map_index_template="{{ batch_label }}",
             ).output
         else:

@@ -146,6 +146,8 @@ def _synthesize_items(
                 result.error_code or ("resumed" if result.resumed else result.audio_key),
             )
             results.append(result)
+        # Every upload confirmed, or the batch is not done (the finally below only
+        # flushes what a stopped worker finished, and may not raise).
         synthesizer.drain()
     except TransientStorageError as exc:
         log.error("storage failed mid-batch: %s", exc)

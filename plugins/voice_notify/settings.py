@@ -48,6 +48,8 @@ class Settings:
     reconcile_schedule: str | None
     task_retries: int
     retry_delay_s: float
+    # The longest any task may run before Airflow fails it (and retries it).
+    task_timeout_s: float = 6 * 3600
     # Synthesis (added with the GPU pods): where the worker runs and with what.
     synthesis_mode: SynthesisMode = SynthesisMode.LOCAL
     synthesis_engine: str = "espeak"
@@ -116,6 +118,8 @@ def get_settings() -> Settings:
         # Airflow retries of every task; the demo and tests shorten the delay.
         task_retries=int(env("VOICE_NOTIFY_TASK_RETRIES", "2")),
         retry_delay_s=float(env("VOICE_NOTIFY_RETRY_DELAY_S", "120")),
+        # A hung worker or engine must not hold a pool slot and the date forever.
+        task_timeout_s=float(env("VOICE_NOTIFY_TASK_TIMEOUT_S", str(6 * 3600))),
         # local: the worker runs beside Airflow; kubernetes: one GPU pod per batch.
         synthesis_mode=SynthesisMode(env("VOICE_NOTIFY_SYNTHESIS_MODE", "local").lower()),
         # espeak-ng everywhere; cosyvoice3 only where the weights are mounted.

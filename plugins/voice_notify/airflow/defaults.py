@@ -19,6 +19,7 @@ def task_defaults() -> dict[str, Any]:
         "owner": "voice-notify",
         "retries": settings.task_retries,
         "retry_delay": dt.timedelta(seconds=settings.retry_delay_s),
+        "execution_timeout": dt.timedelta(seconds=settings.task_timeout_s),
     }
 
 

@@ -150,6 +150,8 @@ def synthesize_locally(batch_key: str, engine: str | None = None) -> str:
             env=env,
             capture_output=True,
             text=True,
+            # Below the task's own timeout, so the worker's output still reaches the log.
+            timeout=max(settings.task_timeout_s - 60, 60),
         )
         for line in proc.stderr.splitlines():
             log.info("worker: %s", line)

@@ -39,6 +39,14 @@ def make_engine(url: sa.URL | str) -> sa.Engine:
     return sa.create_engine(url, **engine_options(url))
 
 
+def is_transient_db_error(exc: BaseException) -> bool:
+    """A dropped connection or a busy database (the statement may be tried again), as
+    opposed to a bug such as a violated constraint."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError)
+
+
 def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, keys: Sequence[str]):
     """An INSERT that leaves rows with the same unique ``keys`` alone, on every dialect."""
     dialect = conn.dialect.name

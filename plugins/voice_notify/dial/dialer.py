@@ -35,7 +35,7 @@ from tenacity import wait_exponential as exponential
 
 from voice_notify import ledger
 from voice_notify.db import schema
-from voice_notify.db.sql import load_sql
+from voice_notify.db.sql import is_transient_db_error, load_sql
 from voice_notify.dial.ratelimit import CallPacer
 from voice_notify.extract import fields
 from voice_notify.gateway.base import (
@@ -63,11 +63,6 @@ _CAP_HISTORY = dt.timedelta(days=7)
 def idempotency_key(notice_id: int, campaign_date: dt.date, attempt: int) -> str:
     """The gateway idempotency key of one call attempt."""
     return f"vn-{notice_id}-{campaign_date.isoformat()}-{attempt}"
-
-
-def _transient_db_error(exc: sa.exc.DBAPIError) -> bool:
-    """A dropped connection or a busy database, as opposed to a bug (a constraint)."""
-    return exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError)
 
 
 def _naive_utc(moment: dt.datetime) -> dt.datetime:
@@ -231,7 +226,7 @@ class _Dialer:
                 elif row.state == LedgerState.SYNTHESIZED:
                     self._dial(row, contact, number)
             except sa.exc.DBAPIError as exc:
-                if not _transient_db_error(exc):
+                if not is_transient_db_error(exc):
                     raise
                 # A dropped connection (a failover, pg_terminate_backend): every ledger
                 # write is conditional, so the row is left as it is (synthesized, or in

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from alembic import context
 
+from voice_notify.db.migrate import VERSION_TABLE
 from voice_notify.db.schema import metadata
-
-VERSION_TABLE = "voice_notify_alembic_version"
 
 
 def _include_object(obj, name, type_, reflected, compare_to) -> bool:

@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from voice_notify.db import schema
+from voice_notify.db.sql import is_transient_db_error
 from voice_notify.gateway.base import CallState, CallStatus
 
 log = logging.getLogger(__name__)
@@ -59,19 +60,12 @@ def call_id_for(idempotency_key: str) -> str:
     return "sip-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
 
 
-def _transient_db_error(exc: BaseException) -> bool:
-    """A dropped connection or a busy database: the statement may be tried again."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, sa.exc.OperationalError)
-
-
 def db_retry(
     attempts: int = 6, max_wait_s: float = 4.0
 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Retry a keyed or conditional write when the connection drops (bounded backoff)."""
     return retry(
-        retry=retry_if_exception(_transient_db_error),
+        retry=retry_if_exception(is_transient_db_error),
         stop=stop_after_attempt(attempts),
         wait=wait_exponential(multiplier=0.1, max=max_wait_s),
         reraise=True,
