@@ -3,7 +3,7 @@
 Gateways repeat callbacks, deliver them late and out of order. Each event is
 stored once under (call id, kind, sequence): a repeat is dropped by the unique
 key, and a later status is kept even when it arrives before an earlier one;
-``reconcile.status_from_events`` reads the terminal one whenever it came.
+``voice_notify.settle.outcomes.status_from_events`` reads the terminal one whenever it came.
 """
 
 from __future__ import annotations
