@@ -208,10 +208,11 @@ def masked(value: Any) -> Any:
     return _masked(value)
 
 
-# Fields that hold times, dates and our own idempotency keys (vn-<notice>-<date>-<n>),
-# never a customer's number: left as they are (each is a long run of digits too). Any
-# other text is masked, a gateway's call id included (some embed the number).
-_NOT_FREE_TEXT = ("_at", "_on", "date", "idempotency_key")
+# Fields that hold times, dates and our own keys (idempotency keys vn-<notice>-<date>-<n>,
+# content-addressed S3 keys), never a customer's number: left as they are (each can hold
+# a long run of digits). Any other text is masked, a gateway's call id included (some
+# embed the number).
+_NOT_FREE_TEXT = ("_at", "_on", "date", "_key")
 
 
 def _masked(value: Any, field: str = "") -> Any:
