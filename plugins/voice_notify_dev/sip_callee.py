@@ -261,6 +261,9 @@ class SipCallee:
                 ("ausrc_srate", "48000"),  # the only format ausine makes
                 ("ausrc_channels", "2"),
                 ("snd_path", str(self.state_dir / _RAW_DIR)),
+                # A caller that dies without its BYE (a killed host) goes silent; a
+                # carrier ends such a call on its RTP timeout, and so does this callee.
+                ("rtp_timeout", "4"),
             ),
         )
         config_dir = write_config_dir(

@@ -13,7 +13,7 @@
   ``requirements-cuda.txt``, and without ``requirements-cosyvoice.txt`` and the CosyVoice
   checkout** (the CUDA wheels are several GB and PyTorch's index is out of reach here);
   the package installed as the Dockerfile does, then the worker CLI runs a batch with
-  CosyVoice3's stand-in (``tests/synthesis/fake_cosyvoice.py``) as the engine.
+  CosyVoice3's stand-in (``tests/support/fake_cosyvoice.py``) as the engine.
 - ``docker/compose.yaml`` renders with ``docker-compose config`` (Compose v1 from Debian;
   the Docker client here has no compose plugin and no engine, so nothing is started).
 
@@ -215,7 +215,7 @@ def test_the_airflow_image_requirements_import_every_dag(tmp_path: Path) -> None
 
 _COSYVOICE_SHIM = """
 # Stand-in checkout of CosyVoice for the image test: the upstream import path,
-# served by tests/synthesis/fake_cosyvoice.py (copied beside this package).
+# served by tests/support/fake_cosyvoice.py (copied beside this package).
 from fake_cosyvoice import FakeCosyVoice3 as CosyVoice3  # noqa: F401
 """
 
@@ -228,7 +228,7 @@ def _stand_in_checkout(root: Path) -> Path:
     (package / "__init__.py").write_text("")
     (package / "cosyvoice.py").write_text(_COSYVOICE_SHIM)
     (root / "third_party" / "Matcha-TTS").mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "tests" / "synthesis" / "fake_cosyvoice.py", root)
+    shutil.copy(REPO_ROOT / "tests" / "support" / "fake_cosyvoice.py", root)
     return root
 
 
@@ -250,7 +250,7 @@ def test_the_synthesis_worker_runs_from_its_image_requirements(
     from synthesis.store import BatchStore
     from synthesis.text import NoticeComposer
     from synthesis.voices import publish_demo_profiles
-    from tests.synthesis.fake_cosyvoice import make_model_dir
+    from tests.support.fake_cosyvoice import make_model_dir
 
     requirements = REPO_ROOT / "docker" / "synthesis" / "requirements.txt"
     venv = _venv("synthesis", [["-r", str(requirements), *_cpu_torch_pins()]], [requirements])

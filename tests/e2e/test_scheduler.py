@@ -204,7 +204,11 @@ def standalone(tmp_path_factory, s3_endpoint):
                     )
 
             _wait_for(dag_parsed, 180, "the DAG to be parsed", proc, log)
-            yield Standalone(env, metadata, proc, log, crm, state / "gateway")
+            running = Standalone(env, metadata, proc, log, crm, state / "gateway")
+            # The campaign DAG is paused on creation (nobody is called before an
+            # operator says so); the scheduler starts no run of a paused DAG.
+            running.cli("dags", "unpause", "voice_notice_daily")
+            yield running
         finally:
             _stop(proc)
             metadata.dispose()
