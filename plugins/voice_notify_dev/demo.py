@@ -254,15 +254,19 @@ def run(
     seed: int,
     gateway: str = "simulator",
     serve_port: int | None = None,
+    customers: int = 600,
+    crm_url: str | None = None,
 ) -> int:
     started = time.monotonic()
     state_dir.mkdir(parents=True, exist_ok=True)
-    crm_path = state_dir / "crm.sqlite"
-    crm_url = f"sqlite:///{crm_path}"
-    seeded = demo_crm.seed(sa.create_engine(crm_url), demo_crm.SeedSpec(anchor_date=campaign_date))
+    crm_url = crm_url or f"sqlite:///{state_dir / 'crm.sqlite'}"
+    seeded = demo_crm.seed(
+        sa.create_engine(crm_url),
+        demo_crm.SeedSpec(anchor_date=campaign_date, customers=customers),
+    )
     print(
-        f"demo CRM: {crm_path} ({'seeded' if seeded['seeded'] else 'existing'}, "
-        f"{seeded['customers']} customers)"
+        f"demo CRM: {sa.make_url(crm_url).render_as_string()} "
+        f"({'seeded' if seeded['seeded'] else 'existing'}, {seeded['customers']} customers)"
     )
     attempts_before = {a.id for a in _call_attempts(crm_url)}
     logs = state_dir / "logs"
@@ -398,11 +402,31 @@ def main(argv: list[str] | None = None) -> int:
         help="afterwards keep a local Airflow API server up (default port 8080) with the "
         "notice console, the local S3 and the gateway, until Ctrl-C",
     )
+    parser.add_argument(
+        "--customers",
+        type=int,
+        default=600,
+        help="customers in a newly seeded demo CRM (about one in four has a notice due)",
+    )
+    parser.add_argument(
+        "--crm-url",
+        default=None,
+        help="SQLAlchemy URL of the CRM (and ledger) database instead of .demo/crm.sqlite, "
+        "e.g. a PostgreSQL database for a run at volume",
+    )
     args = parser.parse_args(argv)
     if shutil.which("espeak-ng") is None:
         print("espeak-ng is missing: run `make demo` (it installs it) or apt-get install espeak-ng")
         return 2
-    return run(args.state_dir.resolve(), args.date, args.seed, args.gateway, args.serve)
+    return run(
+        args.state_dir.resolve(),
+        args.date,
+        args.seed,
+        args.gateway,
+        args.serve,
+        customers=args.customers,
+        crm_url=args.crm_url,
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import json
 import logging
 from typing import Any
@@ -490,11 +489,11 @@ def _run_preview(form: dict[str, Any]):
     return result
 
 
-@functools.cache
 def _composer():
-    from synthesis.text import NoticeComposer
+    # The tasks' composer (one per process): the preview renders as the plan does.
+    from voice_notify.airflow.tasks import _composer as tasks_composer
 
-    return NoticeComposer.load(get_settings().include_dir)
+    return tasks_composer()
 
 
 @dataclasses.dataclass(frozen=True)
