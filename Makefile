@@ -46,7 +46,8 @@ system-deps:
 # notice console at http://127.0.0.1:8080/voice-notify-console/ (Ctrl-C stops it).
 demo: install
 	$(PY) -m voice_notify_dev.demo $(if $(DATE),--date $(DATE)) $(if $(GATEWAY),--gateway $(GATEWAY)) \
-		$(if $(SERVE),--serve $(if $(filter 1 yes true,$(SERVE)),,$(SERVE)))
+		$(if $(SERVE),--serve $(if $(filter 1 yes true,$(SERVE)),,$(SERVE))) \
+		$(if $(CUSTOMERS),--customers $(CUSTOMERS)) $(if $(CRM_URL),--crm-url $(CRM_URL))
 
 # The deployment on this machine; state in .stack/, databases vn_stack_airflow and
 # vn_stack_crm, Celery on redis://127.0.0.1:6379/5 (override: STACK_ARGS="--redis-url ...").
