@@ -328,7 +328,8 @@ def test_the_synthesis_worker_runs_from_its_image_requirements(
     summary = json.loads(xcom.read_text())
     results = parse_results(store.read(summary["results_key"]))
     print({"summary": summary, "engines": sorted({r.engine for r in results.values()})})
-    assert summary["ok"] == len(items) and summary["fallback"] == 0
+    failures = {r.notice_id: r.detail for r in results.values() if r.status != "ok"}
+    assert summary["ok"] == len(items) and summary["fallback"] == 0, failures
     # The engine records the CosyVoice commit the image pins (its ARG default).
     assert {r.engine.split()[0] for r in results.values()} == {"cosyvoice3"}
     assert all(commit[:12] in r.engine for r in results.values()), results
