@@ -180,3 +180,17 @@ def test_retry_waits_are_bounded(engine):
     assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     assert sum(waits) < 60
     assert dt.timedelta(seconds=sum(waits)) < dt.timedelta(minutes=1)
+
+
+def test_a_row_is_resumed_only_after_its_placement_can_have_ended(engine):
+    """Another worker resumes a row in ``dialing`` only once the worker that holds it
+    can no longer be retrying it: every look-up and send at the request timeout,
+    and the backoff tenacity really waited between them."""
+    waits: list[float] = []
+    gateway = ScriptedGateway({1: [FAIL_BEFORE] * 20})
+    ctx = _ctx_with(gateway, waits, attempts=5)
+    dispatch.dial_rows(engine, engine, _synthesized(engine, [1]), ctx)
+    requests = len(gateway.log)  # each a look-up or a send, each at most the timeout
+    assert ctx.place_attempts < requests <= 2 * ctx.place_attempts
+    assert ctx.longest_placement_s(10.0) >= requests * 10.0 + sum(waits)
+    assert ctx.longest_placement_s(10.0) - (requests * 10.0 + sum(waits)) <= 10.0

@@ -7,6 +7,7 @@ The DAG file only wires them together.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -172,12 +173,8 @@ def _dial_context():
 
     settings = get_settings()
     gateway = gateway_from_connection(settings.gateway_conn_id)
-    # Past twice the gateway's request timeout no live worker still waits on a
-    # row in ``dialing``: it is safe to look it up and resume it.
-    resume_after_s = max(2 * float(getattr(gateway, "timeout_s", 30)) + 5, 15)
-    return dialer.DialContext(
+    context = dialer.DialContext(
         gateway=gateway,
-        resume_after_s=resume_after_s,
         audio_url=storage.presigned_audio_url,
         config=campaign_config(),
         now=_now,
@@ -186,6 +183,13 @@ def _dial_context():
             _ledger_engine(), settings.gateway_conn_id, settings.calls_per_second
         ),
         status_callback_url=settings.status_callback_url,
+    )
+    # Past the longest a live worker can spend placing one call (every try with its
+    # look-up, and the backoff between them) no worker still holds a row in
+    # ``dialing``: it is safe to look it up and resume it.
+    timeout_s = float(getattr(gateway, "timeout_s", 30))
+    return dataclasses.replace(
+        context, resume_after_s=max(context.longest_placement_s(timeout_s) + 5, 15)
     )
 
 

@@ -162,6 +162,16 @@ class DialContext:
     retry_max_s: float = 8.0
     sleep: Callable[[float], None] = time.sleep
 
+    def longest_placement_s(self, request_timeout_s: float) -> float:
+        """How long one call's placement can stay in a worker's hands: every try a
+        look-up and a send, each up to the request timeout, and the backoff between
+        tries (the pacing wait aside: a paced call has not been sent yet)."""
+        waits = sum(
+            min(self.retry_initial_s * 2**n, self.retry_max_s)
+            for n in range(max(self.place_attempts - 1, 0))
+        )
+        return self.place_attempts * 2 * request_timeout_s + waits
+
 
 def _contacts(conn: sa.Connection, notice_ids: Sequence[int]) -> dict[int, Any]:
     if not notice_ids:
