@@ -329,3 +329,27 @@ def test_another_replica_settles_the_calls_of_one_that_died(
         doomed.stop()
     time.sleep(0.5)
     assert len(callee.calls()) <= 1
+
+
+def test_a_second_live_replica_under_one_name_is_refused(tmp_path, ledger_engine, callee):
+    """Two replicas given one name would settle each other's calls as interrupted:
+    the second refuses to start, and says which name and host; once the first has
+    stopped, the name is free again."""
+    common = {
+        "db_url": ledger_engine.url.render_as_string(hide_password=False),
+        "trunk_host": callee.host,
+        "trunk_port": callee.port,
+        "secret": SECRET,
+        "name": "sip-twin",
+        "options": SERVICE_OPTIONS,
+    }
+    first = start_sip_service(tmp_path / "a", **common)
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            start_sip_service(tmp_path / "b", startup_timeout_s=20, **common)
+        assert "another live call service runs under the name 'sip-twin'" in str(refused.value)
+        assert SipGateway(first.url, SECRET).find_call("vn-0-2026-11-26-1") is None  # unharmed
+    finally:
+        first.stop()
+    again = start_sip_service(tmp_path / "b", **common)
+    again.stop()

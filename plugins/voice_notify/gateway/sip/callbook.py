@@ -269,6 +269,20 @@ class CallBook:
             )
 
     @db_retry()
+    def live_namesakes(self, name: str, lease_s: float) -> list[sa.Row]:
+        """Other runs under ``name`` that have not stopped and were heard from within
+        the lease: a live one means two replicas were given one name."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(_services.c.owner, _services.c.host, _services.c.pid).where(
+                    _services.c.name == name,
+                    _services.c.owner != self.owner,
+                    _services.c.stopped_at.is_(None),
+                    _services.c.heartbeat_at >= _utcnow() - dt.timedelta(seconds=lease_s),
+                )
+            ).all()
+
+    @db_retry()
     def heartbeat(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(

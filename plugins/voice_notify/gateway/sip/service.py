@@ -90,6 +90,22 @@ from voice_notify.phone import mask_phone
 
 log = logging.getLogger(__name__)
 
+
+class NameInUse(RuntimeError):
+    """Another live replica holds this service's name."""
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
 __all__ = ["CallService", "ServiceSettings", "main"]
 
 READY_LINE = "voice-notify SIP call service ready at"
@@ -357,6 +373,7 @@ class CallService:
         self._work.mkdir(parents=True, exist_ok=True)
         self._logs.mkdir(parents=True, exist_ok=True)
         write_silence(self.silence_wav, self.timers.before_answer_s)
+        self._refuse_a_live_namesake()
         self.book.register(self.settings.name, self._host, os.getpid())
         self._db_ok_since = time.monotonic()
         self.settle_orphans()
@@ -575,6 +592,20 @@ class CallService:
         )
 
     # -- runs that died -----------------------------------------------------------------
+
+    def _refuse_a_live_namesake(self) -> None:
+        """A restarted replica settles the open calls of its name's earlier runs, so two
+        live replicas under one name would end each other's calls: refuse to start
+        beside one. A run of this name on this host whose process is gone (a crash,
+        a restarted container, which may even reuse the process id) is not live."""
+        for run in self.book.live_namesakes(self.settings.name, self.settings.lease_s):
+            if run.host == self._host and (run.pid == os.getpid() or not _pid_alive(run.pid)):
+                continue
+            raise NameInUse(
+                f"another live call service runs under the name {self.settings.name!r} "
+                f"(host {run.host}, pid {run.pid}): give each replica its own stable name "
+                "(a StatefulSet pod name, --name or VOICE_NOTIFY_SIP_NAME)"
+            )
 
     def settle_orphans(self) -> int:
         """Settle the open calls no live run carries; never dial them again.
