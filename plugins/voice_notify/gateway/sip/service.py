@@ -106,6 +106,7 @@ def _pid_alive(pid: int | None) -> bool:
         return True
     return True
 
+
 __all__ = ["CallService", "ServiceSettings", "main"]
 
 READY_LINE = "voice-notify SIP call service ready at"
