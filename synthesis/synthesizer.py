@@ -134,6 +134,31 @@ class BatchSynthesizer:
                 self._shared[self._share_key(item, raw)] += 1
         keys = [audio_key(self.engine.version, item, self.options.audio_prefix) for item in items]
         self._heads.update(zip(keys, self._io.map(self.store.head, keys), strict=True))
+        self._embed_references(items)
+
+    def _embed_references(self, items: list[BatchItem]) -> None:
+        """The reference embedding of every cloned voice in the batch, in one model call.
+
+        Only an engine that renders from the reference recording clones; on any other
+        engine nothing is embedded and the encoder is never loaded.
+        """
+        from synthesis.voices import VoiceProfileError
+
+        if not self.engine.needs_prompt:
+            return
+        voices: dict[str, Any] = {}
+        for item in items:
+            try:
+                voice = self._voice(item, self.engine)
+            except VoiceProfileError:
+                continue  # the item fails with its reason when it is processed
+            if not voice.is_standard and voice.fingerprint not in self._references:
+                voices.setdefault(voice.fingerprint, voice)
+        if voices:
+            embeddings = self.speaker_encoder.embed_many(
+                [(voice.prompt_audio, voice.prompt_rate) for voice in voices.values()]
+            )
+            self._references.update(zip(voices, embeddings, strict=True))
 
     def drain(self) -> None:
         """Wait for every pending upload; re-raise the first failure."""
@@ -344,7 +369,7 @@ class BatchSynthesizer:
             [(c.prepared.telephone, p) for c, p in zip(made, pauses, strict=True)], TELEPHONE_RATE
         )
         similarity = None
-        if not voice.is_standard and engine is self.engine:
+        if self._speaks_a_clone(engine, voice):
             similarity = self._similarity(voice, master)
         qc = check_notice(
             texts=[(segment.text, segment.lang) for segment, _, _ in segments],
@@ -481,6 +506,12 @@ class BatchSynthesizer:
         assert best is not None
         self.cache.put(key, best, persist=True, remember=True)
         return best, False, spent
+
+    def _speaks_a_clone(self, engine: SynthesisEngine, voice: Any) -> bool:
+        """A consenting agent's voice cloned from their recording: the only case where
+        the notice can sound like somebody else, so the only one the similarity check
+        runs for (espeak-ng's own voices and variants clone nobody)."""
+        return engine is self.engine and engine.needs_prompt and not voice.is_standard
 
     def _similarity(self, voice: Any, master: np.ndarray) -> float:
         from synthesis.audio import MASTER_RATE
