@@ -43,16 +43,17 @@ class MarkupMemo:
     recurs in every notice of the template and is made once; only the values' spans
     (names, amounts) are new work."""
 
-    __slots__ = ("gaps", "spans", "syllables")
+    __slots__ = ("gaps", "segments", "spans", "syllables")
     limit = 65536
 
     def __init__(self) -> None:
+        self.segments: dict[Segment, str] = {}  # segments of template text alone
         self.gaps: dict[str, str] = {}
         self.spans: dict[tuple[str, str], str] = {}
         self.syllables: dict[str, str | None] = {}
 
     def clear(self) -> None:
-        for table in (self.gaps, self.spans, self.syllables):
+        for table in (self.segments, self.gaps, self.spans, self.syllables):
             table.clear()
 
     @classmethod
@@ -149,8 +150,12 @@ def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None)
     if segment.lang == "en":
         return _SPECIAL_TOKEN.sub("", segment.text) if "|" in segment.text else segment.text
     memo = inventory.memo
+    whole = memo.segments.get(segment)
+    if whole is not None:
+        return whole
     gaps, spans = memo.gaps, memo.spans
     text = segment.text
+    fresh = False  # a piece not seen before: a value's, so the segment is unlikely to recur
     out: list[str] = []
     position = 0
     for start, end, reading in (*segment.overrides, (len(text), len(text), "")):
@@ -158,18 +163,21 @@ def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None)
         if gap:
             markup = gaps.get(gap)
             if markup is None:
-                markup = _english(gap, inventory)
+                markup, fresh = _english(gap, inventory), True
                 memo.remember(gaps, gap, markup)
             out.append(markup)
         if reading:
             key = (text[start:end], reading)
             markup = spans.get(key)
             if markup is None:
-                markup = _span_markup(key[0], reading, inventory)
+                markup, fresh = _span_markup(key[0], reading, inventory), True
                 memo.remember(spans, key, markup)
             out.append(markup)
         position = end
-    return "".join(out)
+    rendered = "".join(out)
+    if not fresh:
+        memo.remember(memo.segments, segment, rendered)
+    return rendered
 
 
 def render_cosyvoice3_uncached(

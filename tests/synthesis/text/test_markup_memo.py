@@ -1,8 +1,10 @@
-"""The memoized CosyVoice3 markup path is the uncached one, byte for byte.
+"""What the text frontend precomputes per template and memoizes gives the same bytes as
+the plain path, on many random values in every template.
 
-Markup pieces are kept per inventory (template text recurs in every notice) and pypinyin
-readings per word; both are held here to the plain path (``lazy_pinyin`` on every span,
-every gap worked out again) on many random values in every template.
+- Segments: a template's sentences are cut once; a notice only places its values
+  (``NoticeComposer._assemble_sentences``), held to ``_assemble`` + ``split_segments``.
+- Markup: pieces are kept per inventory and pypinyin readings per word, held to the
+  plain path (``lazy_pinyin`` on every span, every gap worked out again).
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ def inventory() -> TokenInventory:
     return TokenInventory.load(INCLUDE / "cosyvoice3" / "tokens", INCLUDE / "lexicons")
 
 
+def _general(composer, *notice):
+    """The notice through ``_assemble`` and ``split_segments`` alone."""
+    composer._assemble_sentences = lambda *args: None
+    try:
+        return composer.compose(*notice)
+    finally:
+        del composer._assemble_sentences  # the class's own again
+
+
+def _outcome(compose, *notice):
+    try:
+        return compose(*notice)
+    except NoticeTextError as exc:
+        return ("failed", exc.reason_code)
+
+
 def _same_markup(notice, inventory: TokenInventory) -> None:
     for segment in notice.segments:
         assert render_cosyvoice3(segment, inventory) == render_cosyvoice3_uncached(
@@ -58,7 +76,9 @@ def _same_markup(notice, inventory: TokenInventory) -> None:
     amount=_AMOUNTS,
     day=_DATES,
     tail=st.integers(0, 9999),
-    department=st.text(alphabet=_HAN, min_size=1, max_size=8),
+    department=st.text(alphabet=_HAN, min_size=1, max_size=8)
+    | st.text(alphabet=st.one_of(_HAN, st.sampled_from("。；！，?;： ")), min_size=1, max_size=90)
+    | st.text(min_size=1, max_size=40),
 )
 def test_memoized_markup_equals_the_uncached_path(
     composer, inventory, notice_type, locale, name, amount, day, tail, department
@@ -84,11 +104,11 @@ def test_memoized_markup_equals_the_uncached_path(
         "optout_key": "9",
         "service_phone": "95555",
     }
-    try:
-        notice = composer.compose(notice_type, locale, variables, context)
-    except NoticeTextError:
-        return  # a value the catalogue refuses never reaches a renderer
-    _same_markup(notice, inventory)
+    notice = (notice_type, locale, variables, context)
+    composed = _outcome(composer.compose, *notice)
+    assert composed == _outcome(lambda *n: _general(composer, *n), *notice)
+    if not isinstance(composed, tuple):  # a refused value never reaches a renderer
+        _same_markup(composed, inventory)
 
 
 @_SETTINGS
@@ -101,7 +121,9 @@ def test_benchmark_notices_with_unique_names_mark_up_alike(composer, inventory) 
     notices = make_notices(1500, seed=7, unique_names=True)
     assert len({context["customer_name"] for *_, context in notices}) == len(notices)
     for notice in notices:
-        _same_markup(composer.compose(*notice), inventory)
+        composed = composer.compose(*notice)
+        assert composed == _general(composer, *notice)
+        _same_markup(composed, inventory)
     # Warm memo, second pass: pieces served from it are still the same bytes.
     for notice in notices[:300]:
         _same_markup(composer.compose(*notice), inventory)
