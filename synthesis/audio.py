@@ -299,13 +299,23 @@ def to_telephone(master: np.ndarray, settings: AudioSettings = DEFAULT_SETTINGS)
     return limit_peaks(narrow, TELEPHONE_RATE, settings.ceiling_dbfs)
 
 
-def encode_wav(audio: np.ndarray, rate: int, subtype: str, comment: str | None = None) -> bytes:
-    """A mono WAV file; ``comment`` goes into the RIFF LIST/INFO ``ICMT`` chunk."""
+def encode_wav(
+    audio: np.ndarray,
+    rate: int,
+    subtype: str,
+    comment: str | None = None,
+    container: str = "WAV",
+) -> bytes:
+    """A mono WAV file; ``comment`` goes into the RIFF LIST/INFO ``ICMT`` chunk.
+
+    :param container: ``WAV``, or ``FLAC`` (lossless, about half a PCM16 WAV's size;
+        ``comment`` becomes its Vorbis ``COMMENT``)
+    """
     # Rounded to 16-bit here: libsndfile then copies instead of converting per sample
     # (25x faster for the PCM16 master, and G.711 encodes from 16-bit anyway).
     pcm = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
     buffer = io.BytesIO()
-    with sf.SoundFile(buffer, "w", rate, 1, subtype, format="WAV") as wav:
+    with sf.SoundFile(buffer, "w", rate, 1, subtype, format=container) as wav:
         if comment is not None:
             wav.comment = comment
             wav.software = "voice-notify"

@@ -120,9 +120,21 @@ def riff_info(data: bytes) -> dict[str, str]:
     return info
 
 
+def _flac_comment(data: bytes) -> str | None:
+    import io
+
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as flac:
+            return flac.comment or None
+    except (RuntimeError, sf.LibsndfileError):
+        return None
+
+
 def read_implicit_label(data: bytes) -> dict[str, str] | None:
-    """The ``AIGC`` object of a WAV file's INFO comment, or None."""
-    comment = riff_info(data).get("ICMT")
+    """The ``AIGC`` object of a WAV file's INFO comment (a FLAC file's ``COMMENT``), or None."""
+    comment = _flac_comment(data) if data[:4] == b"fLaC" else riff_info(data).get("ICMT")
     if not comment:
         return None
     try:

@@ -74,11 +74,13 @@ class ResultItem:
     attempts: int = 0  # renderings tried: 1 = first, 2 = other seed, 3 = fallback engine
     qc: dict[str, Any] | None = None  # quality-gate metrics of the published rendering
     labels: dict[str, Any] | None = None  # spoken label (source, rate) and implicit label
-    master_key: str | None = None  # the 24 kHz PCM16 master
+    master_key: str | None = None  # the 24 kHz PCM16 master (FLAC or WAV), None: not kept
     segment_seeds: list[int] | None = None  # the seed of every segment, in order
     speech_audio_s: float = 0.0  # seconds of speech in the notice
     cached_audio_s: float = 0.0  # of which served from the segment cache
     warnings: list[str] | None = None  # repaired problems, e.g. segment_cache_corrupt
+    telephone_bytes: int | None = None  # S3 bytes of the telephone file
+    master_bytes: int | None = None  # S3 bytes of the master (None: no master kept)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)

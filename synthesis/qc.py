@@ -9,8 +9,12 @@ Checks, on what the worker is about to publish:
 - ``clipping``: share of the engine's raw samples at full scale;
 - ``loudness``: the telephone file's integrated loudness near the target;
 - ``similarity``: cosine between resemblyzer embeddings of the notice (24 kHz master)
-  and of the voice profile's reference recording, for cloned voices only (the
-  engine's own voice has no reference to compare with).
+  and of the voice profile's reference recording, only where a clone speaks: an engine
+  that renders from the recording (``needs_prompt``: CosyVoice3) speaking a consenting
+  agent's profile. espeak-ng speaks its own voices (the standard voice, and the variants
+  the demo profiles name) and clones nobody: there is nothing to compare, and the encoder
+  is never loaded. Reference recordings are embedded once per voice and batch, together
+  in one model call (``SpeakerEncoder.embed_many``).
 
 Similarity threshold (``SIMILARITY_THRESHOLD`` = 0.91), calibrated on the project's own
 voices with ``python -m voice_notify_dev.bench_synthesis calibrate``: the four demo profiles
@@ -102,14 +106,48 @@ class SpeakerEncoder:
             self._encoder = VoiceEncoder(device="cpu", verbose=False)
         return self._encoder
 
-    def embed(self, audio: np.ndarray, rate: int) -> np.ndarray:
-        """A unit-length speaker embedding of mono float32 audio."""
+    @staticmethod
+    def _prepared(audio: np.ndarray, rate: int) -> np.ndarray:
         from resemblyzer import preprocess_wav
 
         wav = preprocess_wav(resample(audio, rate, 16000), source_sr=16000)
         if wav.size < 16000 // 2:  # resemblyzer trims silence; keep something to embed
             wav = resample(audio, rate, 16000)
-        return self._load().embed_utterance(wav)
+        return wav
+
+    def embed(self, audio: np.ndarray, rate: int) -> np.ndarray:
+        """A unit-length speaker embedding of mono float32 audio."""
+        return self._load().embed_utterance(self._prepared(audio, rate))
+
+    def embed_many(self, clips: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+        """Unit-length embeddings of several ``(audio, rate)`` clips in one model call.
+
+        The same embedding as :meth:`embed` per clip (the mean of its 1.6 s partial
+        utterances, normalized); every clip's partials go through the network together.
+        """
+        if not clips:
+            return []
+        encoder = self._load()
+        import torch
+        from resemblyzer.audio import wav_to_mel_spectrogram
+
+        mels, counts = [], []
+        for audio, rate in clips:
+            wav = self._prepared(audio, rate)
+            wav_slices, mel_slices = encoder.compute_partial_slices(wav.size, 1.3, 0.75)
+            if wav_slices[-1].stop >= wav.size:
+                wav = np.pad(wav, (0, wav_slices[-1].stop - wav.size), "constant")
+            mel = wav_to_mel_spectrogram(wav)
+            mels.extend(mel[piece] for piece in mel_slices)
+            counts.append(len(mel_slices))
+        with torch.no_grad():
+            partials = encoder(torch.from_numpy(np.array(mels)).to(encoder.device)).cpu().numpy()
+        embeddings, start = [], 0
+        for count in counts:
+            mean = partials[start : start + count].mean(axis=0)
+            embeddings.append(mean / np.linalg.norm(mean, 2))
+            start += count
+        return embeddings
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -32,6 +32,9 @@ log = logging.getLogger("synthesis.worker")
 _INPUT_REASONS = frozenset({"empty_segment", "invalid_segment", "unknown_instruct"})
 #: How many times the spoken label's speed is corrected towards the rate window.
 _LABEL_CALIBRATION_ROUNDS = 4
+#: Ways of keeping the 24 kHz master (``--master``, ``VOICE_NOTIFY_KEEP_MASTER``).
+MASTER_FORMATS = ("flac", "wav", "none")
+_CONTENT_TYPES = {"WAV": "audio/wav", "FLAC": "audio/flac"}
 
 
 @dataclass
@@ -51,8 +54,22 @@ class WorkerOptions:
     house_voice: str = "house"
     producer: str = "voice-notify"
     propagator: str = "voice-notify"
-    write_master: bool = True
+    write_master: bool = True  # False: as master_format "none"
     similarity_threshold: float | None = None
+    #: How the 24 kHz master is kept: ``flac`` (lossless, compressed), ``wav`` (PCM16)
+    #: or ``none`` (not kept: the telephone file is all dialing needs).
+    master_format: str = "flac"
+
+    def __post_init__(self) -> None:
+        if self.master_format not in MASTER_FORMATS:
+            raise ValueError(f"master format must be one of {MASTER_FORMATS}")
+
+    @property
+    def kept_master(self) -> str | None:
+        """The master's container (``FLAC``/``WAV``), None when no master is kept."""
+        if not self.write_master or self.master_format == "none":
+            return None
+        return self.master_format.upper()
 
 
 @dataclass
@@ -134,6 +151,31 @@ class BatchSynthesizer:
                 self._shared[self._share_key(item, raw)] += 1
         keys = [audio_key(self.engine.version, item, self.options.audio_prefix) for item in items]
         self._heads.update(zip(keys, self._io.map(self.store.head, keys), strict=True))
+        self._embed_references(items)
+
+    def _embed_references(self, items: list[BatchItem]) -> None:
+        """The reference embedding of every cloned voice in the batch, in one model call.
+
+        Only an engine that renders from the reference recording clones; on any other
+        engine nothing is embedded and the encoder is never loaded.
+        """
+        from synthesis.voices import VoiceProfileError
+
+        if not self.engine.needs_prompt:
+            return
+        voices: dict[str, Any] = {}
+        for item in items:
+            try:
+                voice = self._voice(item, self.engine)
+            except VoiceProfileError:
+                continue  # the item fails with its reason when it is processed
+            if not voice.is_standard and voice.fingerprint not in self._references:
+                voices.setdefault(voice.fingerprint, voice)
+        if voices:
+            embeddings = self.speaker_encoder.embed_many(
+                [(voice.prompt_audio, voice.prompt_rate) for voice in voices.values()]
+            )
+            self._references.update(zip(voices, embeddings, strict=True))
 
     def drain(self) -> None:
         """Wait for every pending upload; re-raise the first failure."""
@@ -171,6 +213,8 @@ class BatchSynthesizer:
                     resumed=True,
                     fallback=metadata.get("fallback") == "1",
                     master_key=metadata.get("master-key") or None,
+                    telephone_bytes=int(existing["ContentLength"]),
+                    master_bytes=_int_or_none(metadata.get("master-bytes")),
                 )
             log.warning("notice %s: stored audio %s is corrupt", item.notice_id, key)
             warnings.append("audio_cache_corrupt")
@@ -187,7 +231,7 @@ class BatchSynthesizer:
                 qc=exc.qc,
                 warnings=warnings or None,
             )
-        master_key = self._publish(item, key, rendition)
+        master_key, telephone_bytes, master_bytes = self._publish(item, key, rendition)
         return ResultItem(
             **base,
             status="ok",
@@ -201,6 +245,8 @@ class BatchSynthesizer:
             qc=rendition.qc.metrics,
             labels=rendition.label,
             master_key=master_key,
+            telephone_bytes=telephone_bytes,
+            master_bytes=master_bytes,
             segment_seeds=rendition.seeds,
             speech_audio_s=round(rendition.speech_s, 3),
             cached_audio_s=round(rendition.cached_s, 3),
@@ -344,7 +390,7 @@ class BatchSynthesizer:
             [(c.prepared.telephone, p) for c, p in zip(made, pauses, strict=True)], TELEPHONE_RATE
         )
         similarity = None
-        if not voice.is_standard and engine is self.engine:
+        if self._speaks_a_clone(engine, voice):
             similarity = self._similarity(voice, master)
         qc = check_notice(
             texts=[(segment.text, segment.lang) for segment, _, _ in segments],
@@ -482,6 +528,12 @@ class BatchSynthesizer:
         self.cache.put(key, best, persist=True, remember=True)
         return best, False, spent
 
+    def _speaks_a_clone(self, engine: SynthesisEngine, voice: Any) -> bool:
+        """A consenting agent's voice cloned from their recording: the only case where
+        the notice can sound like somebody else, so the only one the similarity check
+        runs for (espeak-ng's own voices and variants clone nobody)."""
+        return engine is self.engine and engine.needs_prompt and not voice.is_standard
+
     def _similarity(self, voice: Any, master: np.ndarray) -> float:
         from synthesis.audio import MASTER_RATE
         from synthesis.qc import cosine
@@ -492,8 +544,13 @@ class BatchSynthesizer:
             self._references[voice.fingerprint] = reference
         return cosine(self.speaker_encoder.embed(master, MASTER_RATE), reference)
 
-    def _publish(self, item: BatchItem, key: str, rendition: Rendition) -> str | None:
-        """Master first, telephone file last: the telephone key marks the item done."""
+    def _publish(
+        self, item: BatchItem, key: str, rendition: Rendition
+    ) -> tuple[str | None, int, int | None]:
+        """Master first, telephone file last: the telephone key marks the item done.
+
+        Returns the master's key and both files' sizes in bytes (None: no master kept).
+        """
         from synthesis.audio import MASTER_RATE, encode_telephone, encode_wav
         from synthesis.labels import ImplicitLabel
 
@@ -509,22 +566,27 @@ class BatchSynthesizer:
         comment = implicit.to_comment()
         rendition.label["implicit"] = "RIFF LIST/INFO ICMT"
         writes = []
-        master_key = None
-        if self.options.write_master:
-            master_key = f"{self.options.master_prefix}/{digest[:2]}/{digest}.wav"
-            master_bytes = encode_wav(rendition.master, MASTER_RATE, "PCM_16", comment)
-            writes.append((master_key, master_bytes, {"ledger-id": str(item.ledger_id)}))
+        master_key, master_bytes = None, None
+        container = self.options.kept_master
+        if container is not None:
+            master_key = f"{self.options.master_prefix}/{digest[:2]}/{digest}.{container.lower()}"
+            master = encode_wav(rendition.master, MASTER_RATE, "PCM_16", comment, container)
+            master_bytes = len(master)
+            metadata = {"ledger-id": str(item.ledger_id)}
+            writes.append((master_key, master, _CONTENT_TYPES[container], metadata))
         telephone = encode_telephone(rendition.telephone, self.options.law, comment)
         writes.append(
             (
                 key,
                 telephone,
+                "audio/wav",
                 {
                     "duration-s": f"{rendition.telephone.size / 8000:.3f}",
                     "engine": rendition.engine.version,
                     "bytes": str(len(telephone)),
                     "fallback": "1" if rendition.engine is not self.engine else "0",
                     "master-key": master_key or "",
+                    "master-bytes": "" if master_bytes is None else str(master_bytes),
                     "ledger-id": str(item.ledger_id),
                 },
             )
@@ -532,8 +594,12 @@ class BatchSynthesizer:
         while len(self._pending) >= 16:  # bound the bytes waiting in memory
             self._pending.popleft().result()
         self._pending.append(self._io.submit(self._write_in_order, writes))
-        return master_key
+        return master_key, len(telephone), master_bytes
 
-    def _write_in_order(self, writes: list[tuple[str, bytes, dict[str, str]]]) -> None:
-        for key, body, metadata in writes:
-            self.store.write(key, body, "audio/wav", metadata)
+    def _write_in_order(self, writes: list[tuple[str, bytes, str, dict[str, str]]]) -> None:
+        for key, body, content_type, metadata in writes:
+            self.store.write(key, body, content_type, metadata)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None

@@ -1,7 +1,8 @@
 """The batch synthesis worker: ``python -m synthesis.worker --batch s3://bucket/key``.
 
 Reads a batch manifest from S3, synthesizes every item, writes each item's
-8 kHz G.711 WAV to a content-addressed key (with a 24 kHz master beside it) and a
+8 kHz G.711 WAV to a content-addressed key (with a 24 kHz master beside it: FLAC by
+default, ``--master wav|none`` or ``VOICE_NOTIFY_KEEP_MASTER`` to change) and a
 result manifest next to the batch. The same CLI runs on a laptop (the DAG's local
 mode) and as the entrypoint of the GPU image. S3 is reached with boto3's standard
 environment (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL_S3``, ...), never Airflow.
@@ -26,6 +27,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from synthesis.manifest import (
     results_key_for,
 )
 from synthesis.store import BatchStore, TransientStorageError, split_s3_uri
-from synthesis.synthesizer import BatchSynthesizer, WorkerOptions
+from synthesis.synthesizer import MASTER_FORMATS, BatchSynthesizer, WorkerOptions
 
 __all__ = ["EXIT_BAD_MANIFEST", "EXIT_CONFIG", "EXIT_OK", "EXIT_TRANSIENT", "main"]
 
@@ -118,7 +120,7 @@ def _options(args: argparse.Namespace) -> WorkerOptions:
         house_voice=args.house_voice,
         producer=args.producer,
         propagator=args.propagator,
-        write_master=not args.no_master,
+        master_format="none" if args.no_master else args.master,
         similarity_threshold=args.similarity_threshold,
     )
 
@@ -163,6 +165,9 @@ def _synthesize_items(
 
 
 def _summary(batch_key: str, results_key: str, results: list[ResultItem]) -> dict[str, Any]:
+    stored = [r for r in results if r.status == "ok" and r.telephone_bytes is not None]
+    telephone = sum(r.telephone_bytes or 0 for r in stored)
+    master = sum(r.master_bytes or 0 for r in stored)
     return {
         "batch_key": batch_key,
         "results_key": results_key,
@@ -171,6 +176,10 @@ def _summary(batch_key: str, results_key: str, results: list[ResultItem]) -> dic
         "failed": sum(r.status == "failed" for r in results),
         "resumed": sum(r.resumed for r in results),
         "fallback": sum(r.fallback for r in results),
+        # S3 bytes of the notices' audio (telephone file + master), and per notice.
+        "telephone_bytes": telephone,
+        "master_bytes": master,
+        "bytes_per_notice": round((telephone + master) / len(stored)) if stored else 0,
     }
 
 
@@ -178,6 +187,9 @@ def run_batch(args: argparse.Namespace, stop: StopFlag) -> int:
     """The whole batch: engines, manifest, every item, the result manifest; an exit code."""
     from synthesis.engines import EngineUnavailable
 
+    if args.master not in MASTER_FORMATS:
+        log.error("VOICE_NOTIFY_KEEP_MASTER=%r: not one of %s", args.master, MASTER_FORMATS)
+        return EXIT_CONFIG
     bucket, batch_key = split_s3_uri(args.batch)
     results_key = args.results_key or results_key_for(batch_key)
     if args.torch_threads > 0:
@@ -207,6 +219,16 @@ def run_batch(args: argparse.Namespace, stop: StopFlag) -> int:
         return code
     store.write(results_key, dump_lines(results), "application/x-ndjson", {})
     summary = _summary(batch_key, results_key, results)
+    log.info(
+        "batch %s: %d ok, %d failed; S3 bytes per notice %d (telephone %d, master %d, %s)",
+        batch_key,
+        summary["ok"],
+        summary["failed"],
+        summary["bytes_per_notice"],
+        summary["telephone_bytes"],
+        summary["master_bytes"],
+        "none" if args.no_master else args.master,
+    )
     if args.xcom_file:
         Path(args.xcom_file).parent.mkdir(parents=True, exist_ok=True)
         Path(args.xcom_file).write_text(json.dumps(summary))
@@ -224,7 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--master-prefix", default="masters", help="key prefix of the 24 kHz masters")
     add("--segment-prefix", default="segments", help="key prefix of the segment cache")
     add("--voices-prefix", default="voices", help="key prefix of the voice profiles")
-    add("--no-master", action="store_true", help="do not write the 24 kHz masters")
+    add(
+        "--master",
+        choices=MASTER_FORMATS,
+        default=os.environ.get("VOICE_NOTIFY_KEEP_MASTER", "flac").strip().lower() or "flac",
+        help="how the 24 kHz master is kept: flac (default, lossless), wav (PCM16) or none "
+        "(default $VOICE_NOTIFY_KEEP_MASTER)",
+    )
+    add("--no-master", action="store_true", help="the same as --master none")
     add("--engine", default="espeak", help="synthesis engine: espeak or cosyvoice3")
     add("--fallback-engine", default="espeak", help="engine for notices the first fails (none)")
     add("--model-dir", help="CosyVoice3 model directory (default $VOICE_NOTIFY_MODEL_DIR)")

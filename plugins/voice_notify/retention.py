@@ -1,7 +1,8 @@
 """Audio retention: delete rendered audio older than the configured days, keep the ledger.
 
 Audio objects are the telephone files (``audio/``), their 24 kHz masters
-(``masters/``) and the segment cache (``segments/``): all of them may hold a
+(``masters/``, ``.flac`` or ``.wav``; none when the worker keeps no master) and the
+segment cache (``segments/``): all of them may hold a
 customer's name or amounts. An object goes when its ``LastModified`` is before the
 cutoff: midnight UTC of the run's logical date minus
 ``VOICE_NOTIFY_AUDIO_RETENTION_DAYS``. The wall clock plays no part, so a rerun or a

@@ -1,30 +1,57 @@
-"""Benchmark: compose + espeak markup for many notices, cached path vs cold caches.
+"""Benchmark: compose + espeak markup for many notices, cached path vs cold caches; and
+compose + CosyVoice3 markup on unique names, memoized pieces vs the path before them.
 
     python -m synthesis.text.bench [--notices 100000] [--naive-notices 2000]
+                                   [--markup-notices 30000] [--rounds 3]
 
 The naive path composes the same notices but clears every cache before each one, so
 each notice pays for literal normalization, pypinyin and name readings again (what a
 frontend without caches does). Prints both rates and their ratio.
+
+The markup figure is compose + CosyVoice3 markup of every segment, with every notice's
+name one no other notice has, so only what the template fixes can be reused. It is
+counted in CPU seconds of this process (one core; the machines are shared). The path
+before runs in the same process, alternating with the current one on fresh notices each
+round: the notice assembled and then split (no per-template sentences), markup with
+pypinyin per override span memoized by whole span and nothing else kept. It still
+shares the per-word pypinyin memo the name readers use, so it is faster than the old
+code was; the median of the rounds is printed with the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import lru_cache
+
+from pypinyin import Style, lazy_pinyin
 
 from synthesis.text.composer import NoticeComposer
 from synthesis.text.normalize import normalize_cached
 from synthesis.text.paths import INCLUDE_DIR
 from synthesis.text.pinyin import heteronyms, marked_to_tone3, run_marked, run_tone3
 from synthesis.text.render import espeak
+from synthesis.text.render.cosyvoice3 import (
+    TokenInventory,
+    default_inventory,
+    render_cosyvoice3,
+    render_cosyvoice3_uncached,
+)
 from synthesis.text.split import make_segment
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐曾单解仇查区朴乐华任"
 GIVEN = "小明伟芳娜敏静丽强磊军洋勇艳杰娟涛超秀英华慧建国平红玉兰春梅"
 COMPOUND = ("欧阳", "尉迟", "司马", "诸葛", "上官")
+#: Given-name characters for unique names (with GIVEN: over 400,000 distinct names).
+GIVEN_MORE = (
+    "一丁万丹乐云亮仁伦佳俊倩健光克兵冬凤凯刚力勤博卫嘉国坤城培如婷子宁安宏宇宝峰川帆"
+    "康庆彤德志忠思恒成振文斌新方旭昊星晨晓晶智朝杨松林桂梓楠欣正毅永江波泽洁海涵淑清"
+    "琪琳瑞瑶璐生畅百皓盈真睿磊福秋程立童竹筱紫红维美翔翠聪胜舒良芝若茜荣莉菲萍蓉蕾"
+)
 ORGANIZATIONS = ("招商银行", "中国工商银行", "北京协和医院", "平安保险", "重庆农村商业银行")
 Notice = tuple[str, str, dict[str, object], dict[str, str]]
 
@@ -61,17 +88,31 @@ def _variables(notice_type: str, rng: random.Random) -> dict[str, object]:
     }
 
 
-def make_notices(count: int, seed: int = 20261203) -> list[Notice]:
-    """Deterministic synthetic notices: 80% Mandarin, 10% Cantonese, 10% English."""
+def _unique_name(rng: random.Random, seen: set[str]) -> str:
+    pool = GIVEN + GIVEN_MORE
+    while True:
+        surname = rng.choice(COMPOUND) if rng.random() < 0.05 else rng.choice(SURNAMES)
+        name = surname + "".join(rng.choice(pool) for _ in range(rng.choice((1, 2, 2, 2))))
+        if name not in seen:
+            seen.add(name)
+            return name
+
+
+def make_notices(count: int, seed: int = 20261203, *, unique_names: bool = False) -> list[Notice]:
+    """Deterministic synthetic notices: 80% Mandarin, 10% Cantonese, 10% English.
+
+    :param unique_names: every notice's customer has a name no other notice has.
+    """
     rng = random.Random(seed)
     types = ("repayment_reminder", "appointment_confirmation", "pension_arrival", "policy_renewal")
     notices = []
+    seen: set[str] = set()
     for _ in range(count):
         notice_type = rng.choice(types)
         locale = rng.choices(("cmn", "yue", "en"), weights=(8, 1, 1))[0]
         context = {
             "organization": rng.choice(ORGANIZATIONS),
-            "customer_name": _name(rng),
+            "customer_name": _unique_name(rng, seen) if unique_names else _name(rng),
             "confirm_key": "1",
             "optout_key": "9",
             "service_phone": rng.choice(("95555", "010-69156114", "95511")),
@@ -98,11 +139,68 @@ def run(composer: NoticeComposer, notices: list[Notice], before_each: Callable[[
     return len(notices) / (time.perf_counter() - started)
 
 
+def markup_rate(
+    composer: NoticeComposer,
+    notices: list[Notice],
+    render: Callable[..., str],
+    inventory: TokenInventory,
+) -> float:
+    """Notices per CPU second for compose + CosyVoice3 markup of every segment."""
+    started = time.process_time()
+    for notice_type, locale, variables, context in notices:
+        for segment in composer.compose(notice_type, locale, variables, context).segments:
+            render(segment, inventory)
+    return len(notices) / (time.process_time() - started)
+
+
+def render_before(inventory: TokenInventory) -> Callable[..., str]:
+    """The markup path before memoized pieces: pypinyin per override span, memoized by
+    whole span (a new name or amount is a new span), every gap worked out again."""
+    whole_span = lru_cache(maxsize=65536)(lambda span: tuple(lazy_pinyin(span, style=Style.TONE)))
+
+    def render(segment: object, _inventory: TokenInventory) -> str:
+        return render_cosyvoice3_uncached(segment, inventory, reading=whole_span)
+
+    return render
+
+
+def bench_markup(count: int, rounds: int) -> dict[str, float]:
+    """Median notices/s of both markup paths, alternating, fresh unique names each round."""
+    inventory = default_inventory()
+    composer = NoticeComposer.load(INCLUDE_DIR)
+    split_after = NoticeComposer.load(INCLUDE_DIR)
+    split_after._assemble_sentences = lambda *args: None  # always assemble, then split
+    paths = {
+        "before": (split_after, render_before(inventory)),
+        "after": (composer, render_cosyvoice3),
+    }
+    for frontend, render in paths.values():  # templates, lexicons and tokens loaded
+        markup_rate(frontend, make_notices(500, seed=1, unique_names=True), render, inventory)
+    rates: dict[str, list[float]] = {"before": [], "after": []}
+    for round_ in range(rounds):
+        for name, (frontend, render) in paths.items():
+            seed = 1000 + 2 * round_ + (name == "after")
+            notices = make_notices(count, seed=seed, unique_names=True)
+            rates[name].append(markup_rate(frontend, notices, render, inventory))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m synthesis.text.bench", description=__doc__)
     parser.add_argument("--notices", type=int, default=100_000)
     parser.add_argument("--naive-notices", type=int, default=2_000)
+    parser.add_argument("--markup-notices", type=int, default=30_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--markup-only", action="store_true", help="only the markup figure")
     args = parser.parse_args(argv)
+    markup = bench_markup(args.markup_notices, args.rounds)
+    print(
+        f"cosyvoice3 markup, unique names, {args.markup_notices} notices x {args.rounds} rounds "
+        f"(median): {markup['after']:,.0f} notices/s; before: {markup['before']:,.0f} "
+        f"notices/s; ratio {markup['after'] / markup['before']:.2f}x"
+    )
+    if args.markup_only:
+        return 0
     composer = NoticeComposer.load(INCLUDE_DIR)
     notices = make_notices(args.notices)
     cached_rate = run(composer, notices, lambda: None)

@@ -6,19 +6,20 @@ import pathlib
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from synthesis.text.catalogue import Catalogue, VariableSpec
 from synthesis.text.errors import NoticeTextError
-from synthesis.text.ir import ComposedNotice
+from synthesis.text.ir import MAX_SEGMENT_CHARS, ComposedNotice
 from synthesis.text.lexicon import Lexicon
 from synthesis.text.normalize import normalize_cached
 from synthesis.text.normalize.english import normalize_en
 from synthesis.text.pinyin import NameReader, WordAnnotator
 from synthesis.text.readers import Readers, check_characters
-from synthesis.text.split import make_segment, split_segments
+from synthesis.text.split import SENTENCE_PAUSE_MS, make_segment, split_segments
 
 # Values enter the template as private-use markers (rejected in input), so the composer
 # knows exactly where each value sits in the rendered text.
@@ -32,6 +33,13 @@ _TO_TRADITIONAL = str.maketrans("两万亿点负号", "兩萬億點負號")
 Override = tuple[int, int, str]
 #: A template piece: (value slot, "", ()) or (-1, normalized literal, its overrides).
 Piece = tuple[int, str, tuple[Override, ...]]
+#: A template's sentences (Mandarin and Cantonese): the pieces of each, literals cut
+#: after their sentence marks, as ``split_segments`` cuts the composed text.
+Sentences = tuple[tuple[Piece, ...], ...]
+#: The slot of a sentence's only piece when the sentence has no value: ``(_FIXED, body,
+#: its overrides, unstripped length)``, the sentence's segment body made in advance.
+_FIXED = -2
+_SENTENCE_MARK = re.compile("[。！？!?；;]")
 
 
 class NoticeComposer:
@@ -71,6 +79,7 @@ class NoticeComposer:
         self._read = lru_cache(maxsize=131072)(self._read_uncached)
         self._literal = lru_cache(maxsize=4096)(self._literal_uncached)
         self._skeletons: dict[tuple[str, str], list[Piece]] = {}
+        self._sentences: dict[tuple[str, str], Sentences] = {}
 
     @classmethod
     def load(
@@ -112,6 +121,7 @@ class NoticeComposer:
         ):
             cached.cache_clear()
         self._skeletons.clear()
+        self._sentences.clear()
 
     @property
     def notice_types(self) -> frozenset[str]:
@@ -157,7 +167,76 @@ class NoticeComposer:
         skeleton = self._skeletons.get((locale, notice_type))
         if skeleton is None:
             skeleton = self._skeleton(template, locale, notice_type)
+        if locale != "en":
+            sentences = self._sentences.get((locale, notice_type))
+            if sentences is None:
+                sentences = self._sentences[(locale, notice_type)] = _sentences(skeleton)
+            composed = self._assemble_sentences(notice_type, locale, sentences, readings)
+            if composed is not None:
+                return composed
         return self._assemble(notice_type, locale, skeleton, readings)
+
+    def _assemble_sentences(
+        self,
+        notice_type: str,
+        locale: str,
+        sentences: Sentences,
+        readings: list[tuple[str, tuple[Override, ...]]],
+    ) -> ComposedNotice | None:
+        """The segments of a notice from its template's sentences: only the values are
+        placed; where the template's sentence marks cut is known in advance.
+
+        What ``_assemble`` and ``split_segments`` make of the same notice, in the common
+        case; None (use them) when a value holds a sentence mark or a sentence is longer
+        than a segment (it is then cut at clauses).
+        """
+        for text, _ in readings:
+            if _SENTENCE_MARK.search(text):
+                return None
+        bodies: list[tuple[str, tuple[Override, ...]]] = []
+        total = 0
+        for sentence in sentences:
+            if sentence[0][0] == _FIXED:  # no value in it: made once with the template
+                _, body, own, length = sentence[0]
+                total += length
+                if body:
+                    bodies.append((body, own))
+                continue
+            parts: list[str] = []
+            overrides: list[Override] = []
+            offset = 0
+            for slot, text, spans in sentence:
+                if slot >= 0:
+                    text, spans = readings[slot]
+                if spans:
+                    if offset:
+                        overrides.extend((offset + a, offset + b, r) for a, b, r in spans)
+                    else:
+                        overrides.extend(spans)
+                parts.append(text)
+                offset += len(text)
+            total += offset
+            if offset > MAX_SEGMENT_CHARS:
+                return None
+            raw = "".join(parts)
+            body = raw.strip()
+            if not body:
+                continue
+            lead = len(raw) - len(raw.lstrip())
+            if lead:
+                overrides = [(a - lead, b - lead, r) for a, b, r in overrides]
+            bodies.append((body, tuple(overrides)))
+        if total > self.catalogue.max_text_chars:
+            raise NoticeTextError(
+                "text_too_long", f"{total} > {self.catalogue.max_text_chars} characters"
+            )
+        last = len(bodies) - 1
+        segments = tuple(
+            make_segment(body, locale, own, SENTENCE_PAUSE_MS if index < last else 0)
+            for index, (body, own) in enumerate(bodies)
+        )
+        display_text = "".join(segment.text for segment in segments)
+        return ComposedNotice(notice_type, locale, display_text, segments)
 
     def _skeleton(self, template: Template, locale: str, notice_type: str) -> list[Piece]:
         """Render the template once with value markers; literals normalized once.
@@ -255,3 +334,45 @@ class NoticeComposer:
         joiner = " " if locale == "en" else ""
         display_text = joiner.join(segment.text for segment in segments)
         return ComposedNotice(notice_type, locale, display_text, segments)
+
+
+def _sentences(skeleton: list[Piece]) -> Sentences:
+    """A skeleton cut after every sentence mark of its literals (values are whole)."""
+    sentences: list[tuple[Piece, ...]] = []
+    current: list[Piece] = []
+    for slot, text, spans in skeleton:
+        if slot >= 0:
+            current.append((slot, text, spans))
+            continue
+        start = 0
+        for match in _SENTENCE_MARK.finditer(text):
+            end = match.end()
+            current.append(_literal_part(text, spans, start, end))
+            sentences.append(tuple(current))
+            current, start = [], end
+        if start < len(text):
+            current.append(_literal_part(text, spans, start, len(text)))
+    if current:
+        sentences.append(tuple(current))
+    return tuple(_fixed(sentence) for sentence in sentences)
+
+
+def _fixed(sentence: tuple[Piece, ...]) -> tuple[Any, ...]:
+    """A sentence of literals only, as one ``_FIXED`` entry; others unchanged."""
+    if any(slot >= 0 for slot, _, _ in sentence):
+        return sentence
+    raw = "".join(text for _, text, _ in sentence)
+    overrides: list[Override] = []
+    offset = 0
+    for _, text, spans in sentence:
+        overrides.extend((offset + a, offset + b, r) for a, b, r in spans)
+        offset += len(text)
+    lead = len(raw) - len(raw.lstrip())
+    own = tuple((a - lead, b - lead, r) for a, b, r in overrides)
+    return ((_FIXED, raw.strip(), own, len(raw)),)
+
+
+def _literal_part(text: str, spans: tuple[Override, ...], start: int, end: int) -> Piece:
+    # Overrides cover Han characters only: none straddles a sentence mark.
+    own = tuple((a - start, b - start, r) for a, b, r in spans if start <= a and b <= end)
+    return (-1, text[start:end], own)

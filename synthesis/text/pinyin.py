@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import chain
 
 from pypinyin import Style, lazy_pinyin, pinyin
+from pypinyin.constants import PHRASES_DICT
 from pypinyin.contrib.tone_convert import to_tone3
+from pypinyin.converter import DefaultConverter
+from pypinyin.seg import simpleseg
 from pypinyin.seg.mmseg import seg
 
 from synthesis.text.lexicon import Lexicon
@@ -40,10 +44,27 @@ def run_tone3(run: str) -> tuple[str, ...]:
     return tuple(lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True))
 
 
+_CONVERTER = DefaultConverter()
+
+
+@lru_cache(maxsize=16384)
+def _word_marked(word: str) -> tuple[str, ...]:
+    """pypinyin's tone-marked reading of one word of its own segmentation."""
+    converted = _CONVERTER.convert(word, Style.TONE, False, "default", strict=True)
+    return tuple(chain.from_iterable(converted))
+
+
 @lru_cache(maxsize=65536)
 def run_marked(run: str) -> tuple[str, ...]:
-    """pypinyin's reading of a run of Han characters, tone marks."""
-    return tuple(lazy_pinyin(run, style=Style.TONE))
+    """pypinyin's reading of a run of Han characters, tone marks.
+
+    What ``lazy_pinyin(run, style=Style.TONE)`` returns: pypinyin segments the run into
+    words and reads each word on its own, so words are memoized (a name or an amount is
+    new, its words are not); a test holds this to ``lazy_pinyin`` on random runs.
+    """
+    # simpleseg.seg hands an all-Han run to the phrase segmenter whole; skip its scan.
+    words = seg.cut(run) if PHRASES_DICT and HAN_RUN.fullmatch(run) else simpleseg.seg(run)
+    return tuple(chain.from_iterable(map(_word_marked, words)))
 
 
 @lru_cache(maxsize=4096)

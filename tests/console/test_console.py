@@ -135,6 +135,12 @@ def test_a_notice_page_has_its_trail_voice_text_audio_calls_and_write_back(
         " return a.currentTime; }"
     )
     assert played > 0
+    # The master is kept as FLAC (the worker's default) and served as such.
+    master = context.request.get(
+        f"{console_server.console}/notices/{row.notice_id}/audio/master?date={DAY}"
+    )
+    assert master.ok and master.headers["content-type"] == "audio/flac"
+    assert master.body()[:4] == b"fLaC"
     page.screenshot(path=artefacts_dir() / "notice.png", full_page=True)
     context.close()
 

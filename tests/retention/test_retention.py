@@ -37,7 +37,7 @@ def stocked(db_engine, s3_bucket):
     """Audio, masters, segments and non-audio objects, and two ledger rows."""
     client = boto3.client("s3")
     audio = ["audio/aa/a1.wav", "audio/bb/b2.wav", "audio/cc/c3.wav"]
-    _put(client, s3_bucket, [*audio, "masters/aa/a1.wav", "segments/dd/d4.wav"])
+    _put(client, s3_bucket, [*audio, "masters/aa/a1.flac", "segments/dd/d4.wav"])
     _put(client, s3_bucket, ["voices/agent/prompt.wav", "reports/2026-11-01/report.json"])
     migrate.upgrade(db_engine)
     with db_engine.begin() as conn:
@@ -81,7 +81,7 @@ def test_purge_deletes_old_audio_keeps_the_ledger_and_is_idempotent(
         assert sorted(k for k, _ in deletions) == [
             "audio/aa/a1.wav",
             "audio/cc/c3.wav",
-            "masters/aa/a1.wav",
+            "masters/aa/a1.flac",
             "segments/dd/d4.wav",
         ]
         assert all(when is not None for _, when in deletions)

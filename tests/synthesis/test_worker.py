@@ -82,8 +82,50 @@ def test_a_batch_becomes_telephone_audio(s3_bucket: str, tmp_path: Path) -> None
         assert labels.in_rate_window(result.labels["rate_per_min"])
         assert labels.read_implicit_label(data)["ProduceID"] == str(result.ledger_id)
         assert result.qc["loudness_lufs"] is not None and not result.fallback
-        master = client.get_object(Bucket=s3_bucket, Key=result.master_key)["Body"].read()
-        assert sf.info(io.BytesIO(master)).samplerate == 24000
+        # The master is kept as FLAC by default: lossless 24 kHz PCM16, the same label.
+        assert result.master_key.startswith("masters/") and result.master_key.endswith(".flac")
+        stored = client.get_object(Bucket=s3_bucket, Key=result.master_key)
+        master = stored["Body"].read()
+        assert stored["ContentType"] == "audio/flac"
+        info = sf.info(io.BytesIO(master))
+        assert (info.format, info.subtype, info.samplerate) == ("FLAC", "PCM_16", 24000)
+        assert labels.read_implicit_label(master) == labels.read_implicit_label(data)
+        assert (result.telephone_bytes, result.master_bytes) == (len(data), len(master))
+    stored = sum(r.telephone_bytes + r.master_bytes for r in results.values())
+    assert summary["bytes_per_notice"] == round(stored / 3)
+    assert summary["master_bytes"] == sum(r.master_bytes for r in results.values())
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_masters_are_kept_as_wav_or_not_at_all(s3_bucket: str, monkeypatch, how: str) -> None:
+    _put_batch(s3_bucket, _items()[:1])
+    client = boto3.client("s3")
+    kept = []
+    for setting in ("flac", "wav", "none"):
+        args = ["--batch", f"s3://{s3_bucket}/{BATCH_KEY}", "--audio-prefix", f"audio-{setting}"]
+        if how == "option":
+            args += ["--master", setting]
+        else:
+            monkeypatch.setenv("VOICE_NOTIFY_KEEP_MASTER", setting)
+        assert worker.main(args) == worker.EXIT_OK
+        (result,) = _results(s3_bucket).values()
+        kept.append(result)
+    flac, wav, none = kept
+    assert flac.master_key.endswith(".flac") and wav.master_key.endswith(".wav")
+    data = client.get_object(Bucket=s3_bucket, Key=wav.master_key)["Body"].read()
+    assert sf.info(io.BytesIO(data)).format == "WAV" and len(data) == wav.master_bytes
+    assert flac.master_bytes < wav.master_bytes
+    assert (none.master_key, none.master_bytes) == (None, None)
+    # The telephone file is what dialing needs: the same whatever becomes of the master.
+    phone = [client.get_object(Bucket=s3_bucket, Key=r.audio_key)["Body"].read() for r in kept]
+    assert phone[0] == phone[1] == phone[2]
+    assert flac.telephone_bytes == len(phone[0]) == none.telephone_bytes
+
+
+def test_an_unknown_master_setting_is_a_configuration_error(s3_bucket: str, monkeypatch) -> None:
+    _put_batch(s3_bucket, _items()[:1])
+    monkeypatch.setenv("VOICE_NOTIFY_KEEP_MASTER", "mp3")
+    assert worker.main(["--batch", f"s3://{s3_bucket}/{BATCH_KEY}"]) == worker.EXIT_CONFIG
 
 
 def test_alaw_is_selectable(s3_bucket: str) -> None:
@@ -103,6 +145,10 @@ def test_a_rerun_resumes_by_content_address(s3_bucket: str) -> None:
     assert worker.main(["--batch", f"s3://{s3_bucket}/{BATCH_KEY}"]) == worker.EXIT_OK
     second = _results(s3_bucket)
     assert all(r.resumed for r in second.values())
+    # A resumed item still reports what its notice keeps in S3.
+    assert {k: (r.telephone_bytes, r.master_bytes) for k, r in first.items()} == {
+        k: (r.telephone_bytes, r.master_bytes) for k, r in second.items()
+    }
     assert {k: r.audio_key for k, r in first.items()} == {k: r.audio_key for k, r in second.items()}
 
 

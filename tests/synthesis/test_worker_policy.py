@@ -232,45 +232,97 @@ def test_bad_voices_fail_the_item_with_a_reason(
     assert (result.status, result.error_code) == ("failed", reason)
 
 
-def test_a_cloned_voice_is_checked_for_similarity(
-    synthesizer_factory, store, demo_profiles
-) -> None:
-    synthesizer = synthesizer_factory()
-    item = _item(14, profile="demo-agent-f")
-    synthesizer.plan([item])
-    result = synthesizer.process(item)
-    assert result.status == "ok"
-    assert result.qc["similarity"] >= 0.91
-    # The same profile whose recording is another speaker's: the gate refuses it.
+class CountingEncoder:
+    """Stands in for the speaker encoder: counts loads and calls, embeds like the real one."""
+
+    def __init__(self, real=None) -> None:
+        self.real = real
+        self.calls: list[tuple[str, int]] = []
+
+    def embed(self, audio, rate):
+        self.calls.append(("embed", 1))
+        return self.real.embed(audio, rate)
+
+    def embed_many(self, clips):
+        self.calls.append(("embed_many", len(clips)))
+        return self.real.embed_many(clips)
+
+
+def _impostor(store) -> None:
+    """A profile with demo-agent-f's settings and demo-agent-m's recording."""
     config = json.loads(store.read("voices/demo-agent-f/profile.json"))
     store.write("voices/impostor/profile.json", json.dumps(config).encode(), "application/json", {})
     other = store.read("voices/demo-agent-m/prompt.wav")
     store.write("voices/impostor/prompt.wav", other, "audio/wav", {})
-    impostor = _item(15, profile="impostor")
-    fresh = synthesizer_factory()
-    fresh.plan([impostor])
-    refused = fresh.process(impostor)
+
+
+@pytest.fixture
+def clone_drifts(fake_cosyvoice, store, demo_profiles, tmp_path, monkeypatch):
+    """The stand-in model clones ``impostor`` into demo-agent-f's voice: a clone that does
+    not sound like the recording it was given."""
+    _impostor(store)
+    elsewhere = tmp_path / "demo-agent-f.wav"
+    elsewhere.write_bytes(store.read("voices/demo-agent-f/prompt.wav"))
+    add = fake_cosyvoice.add_zero_shot_spk
+
+    def add_drifting(self, prompt_text, prompt_wav, zero_shot_spk_id):
+        if zero_shot_spk_id.startswith("impostor-"):
+            prompt_wav = str(elsewhere)
+        return add(self, prompt_text, prompt_wav, zero_shot_spk_id)
+
+    monkeypatch.setattr(fake_cosyvoice, "add_zero_shot_spk", add_drifting)
+
+
+def test_espeak_voices_never_load_the_speaker_encoder(
+    synthesizer_factory, store, demo_profiles
+) -> None:
+    """The standard voice and the espeak-ng variants of the demo profiles clone nobody."""
+    encoder = CountingEncoder()  # no real encoder behind it: any call would fail
+    items = [_item(30), _item(31, "曾小明", profile="demo-agent-f"), _item(32, locale="yue")]
+    synthesizer = synthesizer_factory()
+    synthesizer.speaker_encoder = encoder
+    synthesizer.plan(items)
+    results = [synthesizer.process(item) for item in items]
+    synthesizer.drain()
+    assert [r.status for r in results] == ["ok", "ok", "ok"], results
+    assert all(r.qc["similarity"] is None for r in results)
+    assert encoder.calls == []
+
+
+def test_a_cloned_voice_is_checked_for_similarity(
+    synthesizer_factory, cosyvoice, demo_profiles, speaker_encoder, clone_drifts
+) -> None:
+    encoder = CountingEncoder(speaker_encoder)
+    synthesizer = synthesizer_factory(engine=cosyvoice)
+    synthesizer.speaker_encoder = encoder
+    items = [_item(14, profile="demo-agent-f"), _item(19, "曾小明", profile="demo-agent-f")]
+    items.append(_item(15, profile="impostor"))
+    synthesizer.plan(items)
+    # Both voices' recordings embedded once for the batch, in one call.
+    assert encoder.calls == [("embed_many", 2)]
+    good, other, refused = (synthesizer.process(item) for item in items)
+    synthesizer.drain()
+    assert (good.status, other.status) == ("ok", "ok"), (good, other)
+    assert good.qc["similarity"] >= 0.91 and other.qc["similarity"] >= 0.91
+    # The clone came out in another speaker's voice: the gate refuses it.
     assert (refused.status, refused.error_code) == ("failed", "qc_similarity")
     assert refused.qc["similarity"] < 0.91
+    assert ("embed_many", 2) not in encoder.calls[1:]  # references were not embedded again
+    assert all(kind == "embed" for kind, _ in encoder.calls[1:])  # one per rendering
 
 
 def test_a_clone_refused_by_the_gate_falls_back_to_the_standard_voice(
-    synthesizer_factory, store, demo_profiles
+    synthesizer_factory, cosyvoice, store, demo_profiles, clone_drifts
 ) -> None:
     from synthesis.engines.espeak import EspeakEngine
 
-    config = json.loads(store.read("voices/demo-agent-f/profile.json"))
-    store.write("voices/impostor/profile.json", json.dumps(config).encode(), "application/json", {})
-    store.write(
-        "voices/impostor/prompt.wav", store.read("voices/demo-agent-m/prompt.wav"), "audio/wav", {}
-    )
-    fallback = EspeakEngine()  # the same engine, its own instance: the standard voice
+    fallback = EspeakEngine()  # the standard voice
     fallback.load()
-    synthesizer = synthesizer_factory(fallback=fallback)
+    synthesizer = synthesizer_factory(engine=cosyvoice, fallback=fallback)
     impostor, standard = _item(18, profile="impostor"), _item(18)
     synthesizer.plan([impostor])
     result = synthesizer.process(impostor)
-    assert (result.status, result.fallback) == ("ok", True)
+    assert (result.status, result.fallback, result.attempts) == ("ok", True, 3)
     assert result.qc["similarity"] is None  # the standard voice is nobody's clone
     plain = synthesizer_factory()
     plain.plan([standard])

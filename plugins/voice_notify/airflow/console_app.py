@@ -267,7 +267,8 @@ def audio(request: Request, notice_id: int, kind: str) -> Response:
         raise HTTPException(status_code=404, detail=f"no {kind} audio kept for this notice")
     return Response(
         body,
-        media_type="audio/wav",
+        # Masters are FLAC unless the worker kept them as WAV (VOICE_NOTIFY_KEEP_MASTER).
+        media_type="audio/flac" if key.endswith(".flac") else "audio/wav",
         headers={"Cache-Control": "private, max-age=300", "Content-Disposition": "inline"},
     )
 

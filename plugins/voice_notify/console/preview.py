@@ -216,7 +216,9 @@ def synthesize(item: BatchItem, store: PreviewStore, engine_name: str) -> tuple[
     with _lock:
         engine = make_engine(engine_name)
         engine.load()
-        synthesizer = BatchSynthesizer(engine, store, WorkerOptions(), fallback=None)
+        # A preview plays the telephone file: no master to encode.
+        options = WorkerOptions(master_format="none")
+        synthesizer = BatchSynthesizer(engine, store, options, fallback=None)
         try:
             synthesizer.plan([item])
             result = synthesizer.process(item)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import pathlib
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
+from pypinyin import Style, lazy_pinyin
 from pypinyin.contrib.tone_convert import to_finals_tone, to_initials
 
 from synthesis.text.ir import Segment
@@ -33,6 +36,33 @@ def _read_tokens(path: pathlib.Path) -> frozenset[str]:
     return frozenset(line.strip()[1:-1] for line in lines if line.startswith("["))
 
 
+class MarkupMemo:
+    """Markup pieces by their input, bounded: a segment's markup is the concatenation of
+    its gaps' (the text between overrides) and its overrides' markup, each a function of
+    its own text alone. What a template fixes (its literal wording and lexicon words)
+    recurs in every notice of the template and is made once; only the values' spans
+    (names, amounts) are new work."""
+
+    __slots__ = ("gaps", "segments", "spans", "syllables")
+    limit = 65536
+
+    def __init__(self) -> None:
+        self.segments: dict[Segment, str] = {}  # segments of template text alone
+        self.gaps: dict[str, str] = {}
+        self.spans: dict[tuple[str, str], str] = {}
+        self.syllables: dict[str, str | None] = {}
+
+    def clear(self) -> None:
+        for table in (self.segments, self.gaps, self.spans, self.syllables):
+            table.clear()
+
+    @classmethod
+    def remember(cls, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(table) >= cls.limit:
+            table.clear()  # unique values (names, amounts) would grow it without end
+        table[key] = value
+
+
 @dataclass(frozen=True)
 class TokenInventory:
     """The pinyin and CMU tokens the model knows, and our CMU word lexicon."""
@@ -40,6 +70,8 @@ class TokenInventory:
     pinyin: frozenset[str]
     cmu: frozenset[str]
     words: dict[str, tuple[str, ...]]
+    #: Markup already made with this inventory: template text recurs in every notice.
+    memo: MarkupMemo = field(default_factory=lambda: MarkupMemo(), compare=False, repr=False)
 
     @classmethod
     def load(
@@ -91,19 +123,84 @@ def _english(text: str, inventory: TokenInventory) -> str:
     return _LATIN_WORD.sub(replace, text)
 
 
+def _span_markup(span: str, reading: str, inventory: TokenInventory) -> str:
+    """One override: tokens for the characters whose reading differs from the common one."""
+    memo = inventory.memo
+    common = run_marked(span)
+    out: list[str] = []
+    for index, syllable in enumerate(reading.split()):
+        if index < len(common) and common[index] == syllable:
+            out.append(span[index])
+            continue
+        tokens = memo.syllables.get(syllable, False)
+        if tokens is False:
+            tokens = syllable_tokens(syllable, inventory)
+            memo.remember(memo.syllables, syllable, tokens)
+        out.append(tokens or span[index])
+    return "".join(out)
+
+
 def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None) -> str:
-    """CosyVoice3 ``tts_text`` for one segment (call the model with ``text_frontend=False``)."""
+    """CosyVoice3 ``tts_text`` for one segment (call the model with ``text_frontend=False``).
+
+    Pieces are memoized on the inventory (:class:`MarkupMemo`); the result is the same
+    as :func:`render_cosyvoice3_uncached`'s, byte for byte.
+    """
     inventory = inventory or default_inventory()
+    if segment.lang == "en":
+        return _SPECIAL_TOKEN.sub("", segment.text) if "|" in segment.text else segment.text
+    memo = inventory.memo
+    whole = memo.segments.get(segment)
+    if whole is not None:
+        return whole
+    gaps, spans = memo.gaps, memo.spans
+    text = segment.text
+    fresh = False  # a piece not seen before: a value's, so the segment is unlikely to recur
+    out: list[str] = []
+    position = 0
+    for start, end, reading in (*segment.overrides, (len(text), len(text), "")):
+        gap = text[position:start]
+        if gap:
+            markup = gaps.get(gap)
+            if markup is None:
+                markup, fresh = _english(gap, inventory), True
+                memo.remember(gaps, gap, markup)
+            out.append(markup)
+        if reading:
+            key = (text[start:end], reading)
+            markup = spans.get(key)
+            if markup is None:
+                markup, fresh = _span_markup(key[0], reading, inventory), True
+                memo.remember(spans, key, markup)
+            out.append(markup)
+        position = end
+    rendered = "".join(out)
+    if not fresh:
+        memo.remember(memo.segments, segment, rendered)
+    return rendered
+
+
+def render_cosyvoice3_uncached(
+    segment: Segment,
+    inventory: TokenInventory | None = None,
+    reading: Callable[[str], Sequence[str]] | None = None,
+) -> str:
+    """The reference path: every piece worked out again (tests hold the memoized one to it).
+
+    :param reading: the common reading of a span (default: ``lazy_pinyin`` on it).
+    """
+    inventory = inventory or default_inventory()
+    reading_of = reading or (lambda span: lazy_pinyin(span, style=Style.TONE))
     if segment.lang == "en":
         return _SPECIAL_TOKEN.sub("", segment.text) if "|" in segment.text else segment.text
     text = segment.text
     out: list[str] = []
     position = 0
-    for start, end, reading in segment.overrides:
+    for start, end, override in segment.overrides:
         out.append(_english(text[position:start], inventory))
         span = text[start:end]
-        common = run_marked(span)
-        for index, syllable in enumerate(reading.split()):
+        common = reading_of(span)
+        for index, syllable in enumerate(override.split()):
             needed = index >= len(common) or common[index] != syllable
             tokens = syllable_tokens(syllable, inventory) if needed else None
             out.append(tokens or span[index])

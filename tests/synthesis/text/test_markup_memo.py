@@ -1,0 +1,129 @@
+"""What the text frontend precomputes per template and memoizes gives the same bytes as
+the plain path, on many random values in every template.
+
+- Segments: a template's sentences are cut once; a notice only places its values
+  (``NoticeComposer._assemble_sentences``), held to ``_assemble`` + ``split_segments``.
+- Markup: pieces are kept per inventory and pypinyin readings per word, held to the
+  plain path (``lazy_pinyin`` on every span, every gap worked out again).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pypinyin import Style, lazy_pinyin
+
+from synthesis.text import NoticeTextError
+from synthesis.text.bench import COMPOUND, GIVEN, GIVEN_MORE, SURNAMES, make_notices
+from synthesis.text.pinyin import run_marked
+from synthesis.text.render.cosyvoice3 import (
+    TokenInventory,
+    render_cosyvoice3,
+    render_cosyvoice3_uncached,
+)
+from tests.synthesis.text.samples import INCLUDE
+
+_SETTINGS = settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+_HAN = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5)
+_NAMES = st.builds(
+    lambda surname, given: surname + given,
+    st.sampled_from([*SURNAMES, *COMPOUND]),
+    st.text(alphabet=GIVEN + GIVEN_MORE, min_size=1, max_size=2)
+    | st.text(alphabet=_HAN, min_size=1, max_size=3),
+)
+_AMOUNTS = st.decimals(min_value=0, max_value=10**7, places=2, allow_nan=False)
+_DATES = st.dates().map(lambda day: day.isoformat())
+
+
+@pytest.fixture(scope="module")
+def inventory() -> TokenInventory:
+    return TokenInventory.load(INCLUDE / "cosyvoice3" / "tokens", INCLUDE / "lexicons")
+
+
+def _general(composer, *notice):
+    """The notice through ``_assemble`` and ``split_segments`` alone."""
+    composer._assemble_sentences = lambda *args: None
+    try:
+        return composer.compose(*notice)
+    finally:
+        del composer._assemble_sentences  # the class's own again
+
+
+def _outcome(compose, *notice):
+    try:
+        return compose(*notice)
+    except NoticeTextError as exc:
+        return ("failed", exc.reason_code)
+
+
+def _same_markup(notice, inventory: TokenInventory) -> None:
+    for segment in notice.segments:
+        assert render_cosyvoice3(segment, inventory) == render_cosyvoice3_uncached(
+            segment, inventory
+        ), segment
+
+
+@_SETTINGS
+@given(
+    notice_type=st.sampled_from(
+        ["repayment_reminder", "pension_arrival", "policy_renewal", "appointment_confirmation"]
+    ),
+    locale=st.sampled_from(["cmn", "cmn", "cmn", "yue", "en"]),
+    name=_NAMES,
+    amount=_AMOUNTS,
+    day=_DATES,
+    tail=st.integers(0, 9999),
+    department=st.text(alphabet=_HAN, min_size=1, max_size=8)
+    | st.text(alphabet=st.one_of(_HAN, st.sampled_from("。；！，?;： ")), min_size=1, max_size=90)
+    | st.text(min_size=1, max_size=40),
+)
+def test_memoized_markup_equals_the_uncached_path(
+    composer, inventory, notice_type, locale, name, amount, day, tail, department
+) -> None:
+    variables = {
+        "repayment_reminder": {"amount": str(amount), "due_date": day, "card_tail": f"{tail:04d}"},
+        "pension_arrival": {"amount": str(amount), "arrival_date": day},
+        "policy_renewal": {
+            "policy_no": f"P{tail:04d}A",
+            "premium": str(amount),
+            "expiry_date": day,
+        },
+        "appointment_confirmation": {
+            "appointment_date": day,
+            "appointment_time": f"{tail % 24}:{tail % 60:02d}",
+            "department": department,
+        },
+    }[notice_type]
+    context = {
+        "organization": "招商银行",
+        "customer_name": name,
+        "confirm_key": "1",
+        "optout_key": "9",
+        "service_phone": "95555",
+    }
+    notice = (notice_type, locale, variables, context)
+    composed = _outcome(composer.compose, *notice)
+    assert composed == _outcome(lambda *n: _general(composer, *n), *notice)
+    if not isinstance(composed, tuple):  # a refused value never reaches a renderer
+        _same_markup(composed, inventory)
+
+
+@_SETTINGS
+@given(run=st.text(alphabet=_HAN, min_size=1, max_size=12) | st.text(min_size=1, max_size=12))
+def test_word_memoized_reading_equals_lazy_pinyin(run: str) -> None:
+    assert run_marked(run) == tuple(lazy_pinyin(run, style=Style.TONE))
+
+
+def test_benchmark_notices_with_unique_names_mark_up_alike(composer, inventory) -> None:
+    notices = make_notices(1500, seed=7, unique_names=True)
+    assert len({context["customer_name"] for *_, context in notices}) == len(notices)
+    for notice in notices:
+        composed = composer.compose(*notice)
+        assert composed == _general(composer, *notice)
+        _same_markup(composed, inventory)
+    # Warm memo, second pass: pieces served from it are still the same bytes.
+    for notice in notices[:300]:
+        _same_markup(composer.compose(*notice), inventory)
