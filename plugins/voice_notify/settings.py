@@ -57,6 +57,8 @@ class Settings:
     synthesis_image: str = "voice-notify/synthesis:0.1.0"
     synthesis_namespace: str = "voice-notify"
     synthesis_model_dir: str = "/models/Fun-CosyVoice3-0.5B-2512"
+    # How the synthesis worker keeps the 24 kHz master: flac, wav or none.
+    keep_master: str = "flac"
     # Privacy (added with voice profiles): how long audio is kept, when the purge runs.
     audio_retention_days: int = 90
     retention_schedule: str | None = "30 3 * * *"
@@ -130,6 +132,7 @@ def get_settings() -> Settings:
         synthesis_model_dir=env(
             "VOICE_NOTIFY_SYNTHESIS_MODEL_DIR", "/models/Fun-CosyVoice3-0.5B-2512"
         ),
+        keep_master=env("VOICE_NOTIFY_KEEP_MASTER", "flac").strip().lower() or "flac",
         # Audio (telephone files, masters, segment cache) older than this many days
         # before the retention run's logical date is deleted; the ledger is kept.
         audio_retention_days=int(env("VOICE_NOTIFY_AUDIO_RETENTION_DAYS", "90")),

@@ -22,6 +22,7 @@ def kubernetes_settings(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("VOICE_NOTIFY_SYNTHESIS_ENGINE", "cosyvoice3")
     monkeypatch.setenv("VOICE_NOTIFY_SYNTHESIS_IMAGE", "registry.local/vn-synthesis:1.2.3")
     monkeypatch.setenv("VOICE_NOTIFY_BUCKET", "vn-prod")
+    monkeypatch.setenv("VOICE_NOTIFY_KEEP_MASTER", "none")
     monkeypatch.setenv(
         "AIRFLOW_CONN_KUBERNETES_DEFAULT", '{"conn_type": "kubernetes", "extra": {}}'
     )
@@ -82,6 +83,9 @@ def test_the_pod_holds_every_cluster_default(kubernetes_settings) -> None:
     # Credentials come from a Kubernetes Secret, never from the arguments.
     assert [e.secret_ref.name for e in container.env_from if e.secret_ref] == ["voice-notify-s3"]
     assert not any("AWS" in a or "secret" in a.lower() for a in args)
+    # The deployment's master setting reaches the worker in the pod.
+    env = {e.name: e.value for e in container.env}
+    assert env["VOICE_NOTIFY_KEEP_MASTER"] == "none"
     # Results travel as S3 keys through the XCom sidecar.
     assert any(c.name == "airflow-xcom-sidecar" for c in pod.spec.containers)
     assert pod.metadata.labels["voice-notify/batch"] == "2026-11-26.all.batch-0003"

@@ -96,7 +96,11 @@ def cluster_defaults(settings: Settings) -> dict[str, Any]:
         # time: in a mapped task group the key is the group's mapped argument).
         "labels": {"app": "voice-notify-synthesis"},
         "secrets": [Secret("env", None, S3_SECRET)],
-        "env_vars": {"VOICE_NOTIFY_MODEL_DIR": settings.synthesis_model_dir},
+        # The pod runs in another environment: settings it reads travel explicitly.
+        "env_vars": {
+            "VOICE_NOTIFY_MODEL_DIR": settings.synthesis_model_dir,
+            "VOICE_NOTIFY_KEEP_MASTER": settings.keep_master,
+        },
         **_gpu_placement(),
         **_model_volume(),
         **_pod_lifecycle(),
