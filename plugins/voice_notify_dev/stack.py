@@ -590,8 +590,10 @@ def _start_sip(
         name=f"{config.name}-sip",
         options={
             "caller-id": "+861095555",
-            "setup-timeout-s": 5,
-            "ring-timeout-s": 10,
+            # Generous, as carriers' are: on a loaded machine (two workers synthesizing
+            # beside the calls) the test callee can take seconds to answer a ring.
+            "setup-timeout-s": 10,
+            "ring-timeout-s": 30,
             "max-call-s": 120,
             "dtmf-grace-s": 2,
             "max-calls": config.sip_max_calls,
