@@ -52,7 +52,7 @@ demo: install
 # The deployment on this machine; state in .stack/, databases vn_stack_airflow and
 # vn_stack_crm, Celery on redis://127.0.0.1:6379/5 (override: STACK_ARGS="--redis-url ...").
 stack: install
-	$(PY) -m voice_notify_dev.stack up $(if $(DATE),--date $(DATE)) $(STACK_ARGS)
+	$(PY) -m voice_notify_dev.stack up $(if $(DATE),--date $(DATE)) $(if $(GATEWAY),--gateway $(GATEWAY)) $(STACK_ARGS)
 
 stack-down:
 	$(PY) -m voice_notify_dev.stack down

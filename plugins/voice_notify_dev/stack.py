@@ -10,7 +10,11 @@ Unlike ``make demo`` (``airflow dags test`` on SQLite), this is a deployment:
 - the local S3 endpoint (moto's server) and the gateway simulator, reached
   through the same Connections production uses (``crm_db``,
   ``voice_notify_s3``, ``voice_gateway``), with signed status callbacks to the
-  API server's ``/voice-notify/callbacks/http`` route.
+  API server's ``/voice-notify/callbacks/http`` route;
+- or, with ``--gateway sip``, instead of the simulator: a baresip test callee serving
+  the demo CRM's numbers (``sip_callee``) and the SIP call service
+  (``voice_notify.gateway.sip.service``, its call book in the ledger database), each
+  a long-running service of the stack, the workers dialling through the service.
 
 ``up`` starts everything in its own process group, records the groups in
 ``<state>/stack.json`` and returns; ``down`` stops exactly those groups (and a
@@ -26,6 +30,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -53,6 +58,10 @@ ADMIN_USER = "admin"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/5"
 BUCKET = "voice-notify"
+GATEWAYS = ("simulator", "sip")
+# The stack's endpoints, stopped after the Airflow services that talk to them.
+ENDPOINTS = ("s3", "simulator", "sip-service", "sip-callee", "redis")
+CALLEE_FILE = "callee.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +74,10 @@ class StackConfig:
     :param anchor_date: the date the demo CRM's due dates are spread around
     :param customers: customers in the demo CRM (the seed needs at least 50)
     :param call_seconds: how long a simulated call lasts, acceptance to end
+    :param gateway: ``simulator`` (the HTTP protocol's simulator) or ``sip`` (the SIP
+        call service dialling a local baresip callee: calls last as long as their audio)
+    :param sip_ring_s: seconds per ring of the SIP test callee
+    :param sip_max_calls: the SIP call service's lines (``--max-calls``)
     :param enroll_voices: enroll the demo agents' voices (without them every notice is
         spoken in the standard voice)
     :param extra_env: more environment for every service (tests shorten timers here)
@@ -82,6 +95,9 @@ class StackConfig:
     customers: int = 600
     gateway_seed: int = 7
     call_seconds: float = 0.3
+    gateway: str = "simulator"
+    sip_ring_s: float = 0.5
+    sip_max_calls: int = 16
     enroll_voices: bool = True
     extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -90,6 +106,8 @@ class StackConfig:
             raise ValueError(f"stack name {self.name!r} must be usable as a database name")
         if self.workers < 1 or self.worker_concurrency < 1:
             raise ValueError("a stack needs at least one worker with one slot")
+        if self.gateway not in GATEWAYS:
+            raise ValueError(f"gateway {self.gateway!r} is none of {GATEWAYS}")
 
     @property
     def metadata_url(self) -> sa.URL:
@@ -131,6 +149,9 @@ class StackState:
     env: dict[str, str]
     services: list[Service]
     started_postgres: str | None = None
+    gateway: str = "simulator"
+    # The SIP test callee's folder (its calls.jsonl and recordings), with --gateway sip.
+    callee_state: str | None = None
 
     @classmethod
     def load(cls, state_dir: Path) -> StackState | None:
@@ -417,7 +438,7 @@ def stack_environment(
     keys: Mapping[str, str],
     *,
     s3: localrun.S3Endpoint,
-    gateway_url: str,
+    gateway: GatewayEndpoint,
     api_port: int,
 ) -> dict[str, str]:
     """The environment of every service: localrun's, made a deployment."""
@@ -448,19 +469,171 @@ def stack_environment(
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": config.name,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW_CONN_VOICE_GATEWAY": _gateway_connection(gateway_url, keys["gateway_secret"]),
+        "AIRFLOW_CONN_VOICE_GATEWAY": gateway.connection,
         "VOICE_NOTIFY_STATUS_CALLBACK_URL": f"{api_url}/voice-notify/callbacks/http",
         "VOICE_NOTIFY_BUCKET": BUCKET,
         "VOICE_NOTIFY_RETRY_DELAY_S": "10",
+        **gateway.env,
     }
     extra.update(config.extra_env)
     return localrun.airflow_environment(
         config.state_dir,
         crm_url=config.crm_url.render_as_string(hide_password=False),
         s3=s3,
-        gateway_url=gateway_url,
+        gateway_url=gateway.url,
         extra=extra,
     )
+
+
+# --- the gateway side ------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class GatewayEndpoint:
+    """What ``up`` started on the telephone side, and the Connection the workers use.
+
+    :param state: the folder of the gateway's own record (the simulator's calls.jsonl,
+        the SIP call service's state)
+    :param env: more environment for the Airflow services
+    :param callee_state: the SIP test callee's folder (calls.jsonl, recordings)
+    """
+
+    url: str
+    state: str
+    connection: str
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    callee_state: str | None = None
+
+
+def _start_simulator(
+    config: StackConfig, keys: Mapping[str, str], started: list[Service]
+) -> GatewayEndpoint:
+    from voice_notify_dev.simulator import start_simulator
+
+    state_dir = config.state_dir / "gateway"
+    simulator = start_simulator(
+        state_dir,
+        seed=config.gateway_seed,
+        call_seconds=config.call_seconds,
+        faults=os.environ.get("GATEWAY_FAULTS", ""),
+        callback_secret=keys["gateway_secret"],
+    )
+    started.append(
+        Service(
+            "simulator",
+            simulator.pid,
+            str(simulator.log_path),
+            group=False,
+            started=_start_time(simulator.pid),
+        )
+    )
+    return GatewayEndpoint(
+        simulator.url,
+        str(state_dir),
+        _gateway_connection(simulator.url, keys["gateway_secret"]),
+    )
+
+
+def callee_numbers(crm_url: str) -> list[str]:
+    """The CRM's customers' numbers in E.164, the ones a test callee must serve."""
+    from voice_notify.phone import InvalidPhoneNumber, to_e164
+
+    engine = sa.create_engine(crm_url)
+    try:
+        with engine.connect() as conn:
+            phones = conn.execute(sa.select(demo_crm.customers.c.phone)).scalars().all()
+    finally:
+        engine.dispose()
+    numbers = set()
+    for phone in phones:
+        with contextlib.suppress(InvalidPhoneNumber):
+            numbers.add(to_e164(phone))
+    return sorted(numbers)
+
+
+def _start_sip_callee(config: StackConfig, crm_url: str, started: list[Service]) -> Path:
+    """The baresip test callee as a service of its own (``stack sip-callee``); returns
+    its folder once it listens (its port is in ``callee.json`` there)."""
+    callee_dir = config.state_dir / "sip" / "callee"
+    callee_dir.mkdir(parents=True, exist_ok=True)
+    (callee_dir / CALLEE_FILE).unlink(missing_ok=True)
+    numbers = callee_numbers(crm_url)
+    (callee_dir / "numbers.json").write_text(json.dumps(numbers), encoding="utf-8")
+    command = [sys.executable, "-m", "voice_notify_dev.stack", "sip-callee"]
+    command += ["--callee-dir", str(callee_dir), "--ring-s", str(config.sip_ring_s)]
+    env = {**os.environ, "PYTHONPATH": localrun.pythonpath_of_checkout()}
+    service = _spawn("sip-callee", command, env, config.state_dir)
+    started.append(service)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _alive(service):
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            ready = json.loads((callee_dir / CALLEE_FILE).read_text(encoding="utf-8"))
+            if ready.get("pid") == service.pid:
+                return callee_dir
+        time.sleep(0.2)
+    raise RuntimeError(f"the SIP test callee did not start; see {service.log}")
+
+
+def _start_sip(
+    config: StackConfig, keys: Mapping[str, str], crm_url: str, started: list[Service]
+) -> GatewayEndpoint:
+    """The SIP test callee, then the SIP call service dialling it (call book: the ledger)."""
+    callee_dir = _start_sip_callee(config, crm_url, started)
+    callee = json.loads((callee_dir / CALLEE_FILE).read_text(encoding="utf-8"))
+    service_dir = config.state_dir / "sip" / "service"
+    service = localrun.start_sip_service(
+        service_dir,
+        db_url=crm_url,
+        trunk_host=callee["host"],
+        trunk_port=int(callee["port"]),
+        secret=keys["gateway_secret"],
+        name=f"{config.name}-sip",
+        options={
+            "caller-id": "+861095555",
+            # Generous, as carriers' are: on a loaded machine (two workers synthesizing
+            # beside the calls) the test callee can take seconds to answer a ring.
+            "setup-timeout-s": 10,
+            "ring-timeout-s": 30,
+            "max-call-s": 120,
+            "dtmf-grace-s": 2,
+            "max-calls": config.sip_max_calls,
+            # Apart from the callee's range (and from the SIP tests' ranges).
+            "rtp-ports": "20000-29999",
+        },
+        startup_timeout_s=60,
+    )
+    # Its own process group: `down` reaches the baresip of every call it carries.
+    started.append(
+        Service("sip-service", service.pid, str(service.log_path), started=_start_time(service.pid))
+    )
+    return GatewayEndpoint(
+        service.url,
+        str(service_dir),
+        localrun.sip_gateway_connection_json(service.url, keys["gateway_secret"]),
+        # Whole notices last 15-25 s on a real line.
+        env={"VOICE_NOTIFY_CALL_TIMEOUT_S": "900"},
+        callee_state=str(callee_dir),
+    )
+
+
+def serve_sip_callee(callee_dir: Path, ring_s: float, rtp_ports: str) -> None:
+    """``stack sip-callee``: the test callee for the numbers in ``numbers.json``, until
+    SIGTERM. baresip lives as long as the thread that started it, here the main one."""
+    import threading
+
+    from voice_notify_dev.sip_callee import start_sip_callee
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    numbers = json.loads((callee_dir / "numbers.json").read_text(encoding="utf-8"))
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    with start_sip_callee(callee_dir, numbers, ring_s=ring_s, rtp_ports=rtp_ports) as callee:
+        ready = {"pid": os.getpid(), "host": callee.host, "port": callee.port}
+        (callee_dir / CALLEE_FILE).write_text(json.dumps(ready), encoding="utf-8")
+        logging.info("listening on %s:%s", callee.host, callee.port)
+        while not stopping.wait(1.0):
+            pass
 
 
 # --- up / down -------------------------------------------------------------------
@@ -525,6 +698,11 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
     running = StackState.load(state_dir)
     if running is not None:
         if all(_alive(s) for s in running.services):
+            if running.gateway != config.gateway:
+                raise RuntimeError(
+                    f"the stack in {state_dir} runs with the {running.gateway} gateway: "
+                    "stop it first (make stack-down)"
+                )
             return running
         down(state_dir)  # half-dead: clear it away before starting afresh
 
@@ -554,28 +732,14 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
             crm_text, s3, config.anchor_date, config.customers, enroll_voices=config.enroll_voices
         )
 
-        from voice_notify_dev.simulator import start_simulator
-
         keys = _secrets(state_dir)
-        simulator = start_simulator(
-            state_dir / "gateway",
-            seed=config.gateway_seed,
-            call_seconds=config.call_seconds,
-            faults=os.environ.get("GATEWAY_FAULTS", ""),
-            callback_secret=keys["gateway_secret"],
-        )
-        started.append(
-            Service(
-                "simulator",
-                simulator.pid,
-                str(simulator.log_path),
-                group=False,
-                started=_start_time(simulator.pid),
-            )
-        )
+        if config.gateway == "sip":
+            gateway = _start_sip(config, keys, crm_text, started)
+        else:
+            gateway = _start_simulator(config, keys, started)
 
         api_port = config.api_port or localrun.free_port()
-        env = stack_environment(config, keys, s3=s3, gateway_url=simulator.url, api_port=api_port)
+        env = stack_environment(config, keys, s3=s3, gateway=gateway, api_port=api_port)
         passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
         passwords.parent.mkdir(parents=True, exist_ok=True)
         passwords.write_text(json.dumps({ADMIN_USER: keys["admin_password"]}), encoding="utf-8")
@@ -617,12 +781,14 @@ def up(config: StackConfig, *, ready_timeout_s: float = 300) -> StackState:
             crm_url=crm_text,
             metadata_url=env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"],
             s3_url=s3.url,
-            gateway_url=simulator.url,
-            gateway_state=str(state_dir / "gateway"),
+            gateway_url=gateway.url,
+            gateway_state=gateway.state,
             bucket=BUCKET,
             env={k: v for k, v in env.items() if k.startswith(("AIRFLOW", "VOICE_NOTIFY"))},
             services=started,
             started_postgres=started_postgres,
+            gateway=config.gateway,
+            callee_state=gateway.callee_state,
         )
         state.save()
         _wait_ready(state.api(), started, ready_timeout_s)
@@ -641,13 +807,12 @@ def down(state_dir: Path) -> list[str]:
     if state is None:
         return []
     # The Airflow services first, together (workers finish or give back their tasks),
-    # then what they talk to: S3, the simulator and a Redis this stack started.
-    endpoints = ("s3", "simulator", "redis")
-    airflow_services = [s for s in state.services if s.name not in endpoints]
+    # then what they talk to: S3, the gateway side and a Redis this stack started.
+    airflow_services = [s for s in state.services if s.name not in ENDPOINTS]
     _stop_all(airflow_services)
-    _stop_all([s for s in state.services if s.name in endpoints], grace_s=10.0)
+    _stop_all([s for s in state.services if s.name in ENDPOINTS], grace_s=10.0)
     stopped = [s.name for s in airflow_services] + [
-        s.name for s in state.services if s.name in endpoints
+        s.name for s in state.services if s.name in ENDPOINTS
     ]
     if state.started_postgres:
         subprocess.run(
@@ -676,7 +841,11 @@ def _print_started(state: StackState, seconds: float) -> None:
     print(f"  CRM:         {state.crm_url} (demo seed; the ledger is beside it)")
     print(f"  metadata DB: {state.metadata_url}")
     print(f"  S3:          {state.s3_url} (bucket {state.bucket})")
-    print(f"  gateway:     {state.gateway_url} (calls in {state.gateway_state}/calls.jsonl)")
+    if state.gateway == "sip":
+        print(f"  gateway:     SIP call service {state.gateway_url} (log in {state.gateway_state})")
+        print(f"  SIP callee:  {state.callee_state} (calls.jsonl, recordings/)")
+    else:
+        print(f"  gateway:     {state.gateway_url} (calls in {state.gateway_state}/calls.jsonl)")
     print(f"  logs:        {state.state_dir}/logs/ and {state.state_dir}/airflow/logs/")
     names = ", ".join(s.name for s in state.services)
     print(f"  processes:   {names}")
@@ -684,7 +853,20 @@ def _print_started(state: StackState, seconds: float) -> None:
     print("the UI, or trigger a date there. `make stack-down` stops everything.")
 
 
+def _serve_sip_callee_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stack sip-callee", description=serve_sip_callee.__doc__)
+    parser.add_argument("--callee-dir", type=Path, required=True)
+    parser.add_argument("--ring-s", type=float, default=0.5)
+    parser.add_argument("--rtp-ports", default="31000-31999")
+    args = parser.parse_args(argv)
+    serve_sip_callee(args.callee_dir, args.ring_s, args.rtp_ports)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sip-callee"]:  # a service of the stack, started by `up`
+        return _serve_sip_callee_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("up", "down", "status", "clean", "seed"))
     parser.add_argument("--state-dir", type=Path, default=localrun.REPO_ROOT / ".stack")
@@ -699,6 +881,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="API server port (default: a free one)")
     parser.add_argument("--date", type=dt.date.fromisoformat, default=dt.date.today())
     parser.add_argument("--customers", type=int, default=600)
+    parser.add_argument(
+        "--gateway",
+        choices=GATEWAYS,
+        default="simulator",
+        help="simulator (HTTP protocol) or sip (the SIP call service and a baresip callee)",
+    )
     parser.add_argument("--crm-url", help="seed: SQLAlchemy URL of the CRM database")
     parser.add_argument("--s3-url", help="seed: the S3 endpoint (docker/compose.yaml)")
     args = parser.parse_args(argv)
@@ -729,6 +917,7 @@ def main(argv: list[str] | None = None) -> int:
         api_port=args.port,
         anchor_date=args.date,
         customers=args.customers,
+        gateway=args.gateway,
     )
     if args.command == "clean":
         down(state_dir)
@@ -738,6 +927,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if shutil.which("espeak-ng") is None:
         print("espeak-ng is missing: run `make stack` (it installs it)")
+        return 2
+    if args.gateway == "sip" and shutil.which("baresip") is None:
+        print("baresip is missing: run `make stack` (it installs baresip-core)")
         return 2
     started = time.monotonic()
     state = up(config)

@@ -2,13 +2,16 @@
 
 The stack is the one ``make stack`` starts: PostgreSQL metadata DB and CRM, the
 four Airflow services, CeleryExecutor with two workers, moto S3 and the gateway
-simulator. The tests drive it only through the REST API the Airflow UI uses and
-read the outcome where the product records it: the simulator's own call record
-(``calls.jsonl``), the dispatch ledger and the reports in S3.
+simulator (``operator``) or, with ``make stack GATEWAY=sip``, the SIP call service
+and a baresip test callee (``sip_operator``). The tests drive it only through the
+REST API the Airflow UI uses and read the outcome where the product records it: the
+simulator's or the callee's own call record (``calls.jsonl``), the dispatch ledger,
+the SIP call book and the reports in S3.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -35,6 +38,10 @@ RECONCILE = "voice_notice_reconcile"
 REDIAL_AFTER_MINUTES = 1
 # Low enough that each dial task takes seconds, so that tasks on the two workers overlap.
 CALLS_PER_SECOND = 1.0
+# The SIP stack's demo CRM: with 67 customers the `insurance` campaign has 10 notices
+# due on any anchor date (the seed's offsets do not depend on it), whose numbers end
+# in 1 (confirm), 9 (opt out), 0 (busy), 4 (no answer) and listen-to-the-end digits.
+SIP_CUSTOMERS = 67
 REDIS_ENV = "VOICE_NOTIFY_TEST_REDIS_URL"
 _KEY = re.compile(r"^vn-(?P<notice>\d+)-(?P<date>\d{4}-\d{2}-\d{2})-(?P<attempt>\d+)$")
 
@@ -56,6 +63,16 @@ def _test_campaigns(state_dir: Path) -> Path:
     for notice_type in config["notice_types"].values():
         if notice_type.get("redial", {}).get("outcomes"):
             notice_type["redial"]["after_minutes"] = REDIAL_AFTER_MINUTES
+    path = state_dir / "campaigns.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _sip_campaigns(state_dir: Path) -> Path:
+    """The demo's campaign file (any hour) with no redials: one real call per notice."""
+    config = yaml.safe_load((REPO_ROOT / "include" / "demo" / "campaigns.yaml").read_text())
+    for notice_type in config["notice_types"].values():
+        notice_type["redial"] = {"outcomes": [], "max_attempts": 1}
     path = state_dir / "campaigns.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path
@@ -203,6 +220,21 @@ class Operator:
             return []
         lines = path.read_text(encoding="utf-8").splitlines()
         return [Call.from_line(json.loads(line)) for line in lines if line.strip()]
+
+    def callee_calls(self) -> list[dict[str, Any]]:
+        """The SIP test callee's record of the calls it received (``--gateway sip``)."""
+        path = Path(self.state.callee_state) / "calls.jsonl"
+        if not path.exists():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def sip_calls(self) -> list[sa.Row]:
+        """The SIP call service's call book (in the ledger database)."""
+        from voice_notify.db import schema
+
+        with self.crm.connect() as conn:
+            return conn.execute(sa.select(schema.sip_calls)).all()
 
     def attempts(self) -> list[sa.Row]:
         from voice_notify.db import schema
@@ -396,8 +428,15 @@ def ledger_snapshot(rows: list[sa.Row]) -> dict[int, tuple]:
 # --- the stack ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+@contextlib.contextmanager
+def _deployed_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    campaigns_of: Any,
+    *,
+    customers: int,
+    gateway: str,
+    extra_env: dict[str, str],
+) -> Iterator[Operator]:
     """A stack of its own (databases ``vn_deploy_<hex>_*``, its own Celery queue)."""
     server = os.environ.get(POSTGRES_ENV)
     if not server:
@@ -406,15 +445,16 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
 
     state_dir = tmp_path_factory.mktemp("stack")
     day = dt.datetime.now(dt.UTC).date()
-    campaigns = _test_campaigns(state_dir)
+    campaigns = campaigns_of(state_dir)
     config = stack.StackConfig(
         state_dir=state_dir,
         name=f"vn_deploy_{uuid.uuid4().hex[:8]}",
         postgres_url=server,
         redis_url=os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/5"),
         anchor_date=day,
-        customers=50,
+        customers=customers,
         call_seconds=0.3,
+        gateway=gateway,
         # The standard voice only: cloned voices are the synthesis tests' subject, and
         # their similarity check costs each synthesis task seconds.
         enroll_voices=False,
@@ -425,11 +465,10 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
             "VOICE_NOTIFY_CAMPAIGNS_FILE": str(campaigns),
-            "VOICE_NOTIFY_CALLS_PER_SECOND": str(CALLS_PER_SECOND),
-            "VOICE_NOTIFY_CALL_TIMEOUT_S": "30",
             "VOICE_NOTIFY_POLL_INTERVAL_S": "1",
             "VOICE_NOTIFY_RETRY_DELAY_S": "2",
             "VOICE_NOTIFY_RECONCILE_LOOKBACK_DAYS": "4",
+            **extra_env,
         },
     )
     started = time.monotonic()
@@ -438,7 +477,9 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     except BaseException:
         stack.drop_databases(state_dir)
         raise
-    PATH_RECORDS.append({"path": "stack start", "seconds": round(time.monotonic() - started, 1)})
+    PATH_RECORDS.append(
+        {"path": f"stack start ({gateway})", "seconds": round(time.monotonic() - started, 1)}
+    )
     crm = sa.create_engine(state.crm_url)
     metadata = sa.create_engine(state.metadata_url)
     try:
@@ -449,3 +490,37 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
         stack.down(state_dir)
         stack.drop_databases(state_dir)
         (state_dir / "records.json").write_text(json.dumps(PATH_RECORDS, indent=2))
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """A stack with the gateway simulator; 50 customers, timed redials."""
+    with _deployed_stack(
+        tmp_path_factory,
+        _test_campaigns,
+        customers=50,
+        gateway="simulator",
+        extra_env={
+            "VOICE_NOTIFY_CALLS_PER_SECOND": str(CALLS_PER_SECOND),
+            "VOICE_NOTIFY_CALL_TIMEOUT_S": "30",
+        },
+    ) as operator:
+        yield operator
+
+
+@pytest.fixture(scope="module")
+def sip_operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """A stack with the SIP call service and the baresip test callee (``make stack
+    GATEWAY=sip``); real calls, as long as their audio, and no redials."""
+    with _deployed_stack(
+        tmp_path_factory,
+        _sip_campaigns,
+        customers=SIP_CUSTOMERS,
+        gateway="sip",
+        extra_env={
+            "VOICE_NOTIFY_CALLS_PER_SECOND": "2",
+            # wait_for_calls waits for calls that last 15-25 s, queued on 16 lines.
+            "VOICE_NOTIFY_CALL_TIMEOUT_S": "300",
+        },
+    ) as operator:
+        yield operator
