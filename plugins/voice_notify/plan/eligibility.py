@@ -144,7 +144,8 @@ def decide_all(
         if not in_window(notice, campaign_date, config):
             continue
         decision = decide(notice, composer, config)
-        log.info(
+        # DEBUG: a campaign has 100,000 notices; the plan logs a summary per batch instead.
+        log.debug(
             "notice %s (%s, %s): %s",
             decision.notice_id,
             escape(decision.notice_type or "<none>", 64),  # CRM data: one field, one line

@@ -85,7 +85,7 @@ def assign_voices(
             chosen.append(replace(decision, voice=voice, consent=consent))
         else:
             chosen.append(replace(decision, reason_code=consent.reason_code, consent=consent))
-        log.info(
+        log.debug(
             "notice %s: voice %s (%s)",
             decision.notice_id,
             chosen[-1].voice.profile if chosen[-1].planned else "-",
