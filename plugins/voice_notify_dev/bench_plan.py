@@ -39,15 +39,24 @@ _PLAN_PROBE = """
 import datetime as dt, json, logging, re, sys, time
 from pathlib import Path
 from voice_notify.airflow import tasks
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # as a task's log is
+task_log = logging.getLogger("voice_notify")  # INFO to stderr, as into a task's log
+task_log.setLevel(logging.INFO)
+task_log.addHandler(logging.StreamHandler(sys.stderr))
 def hwm_mb():
     return int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text())[1]) // 1024
 tasks._composer()
 before = hwm_mb()
-started = time.perf_counter()
-keys = tasks.plan(dt.date.fromisoformat(sys.argv[1]), "all", sys.argv[2], int(sys.argv[3]))
-seconds = time.perf_counter() - started
-print(json.dumps({"seconds": round(seconds, 2), "rss_before_mb": before,
+started, cpu = time.perf_counter(), time.process_time()
+args = (dt.date.fromisoformat(sys.argv[1]), "all", sys.argv[2], int(sys.argv[3]))
+if len(sys.argv) > 4:  # --profile: where the plan's own time goes
+    import cProfile, pstats
+    profile = cProfile.Profile()
+    keys = profile.runcall(tasks.plan, *args)
+    pstats.Stats(profile, stream=open(sys.argv[4], "w")).sort_stats("tottime").print_stats(45)
+else:
+    keys = tasks.plan(*args)
+seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+print(json.dumps({"seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "rss_before_mb": before,
                   "rss_peak_mb": hwm_mb(), "batches": len(keys), "first": keys[:1],
                   "last": keys[-1:]}))
 """
@@ -87,9 +96,10 @@ def _environment(crm_url: sa.URL, s3: localrun.S3Endpoint, bucket: str) -> dict[
     }
 
 
-def _plan(env: dict[str, str], due_key: str, batch_size: int) -> dict:
+def _plan(env: dict[str, str], due_key: str, batch_size: int, profile: str = "") -> dict:
+    argv = [sys.executable, "-c", _PLAN_PROBE, DAY.isoformat(), due_key, str(batch_size)]
     proc = subprocess.run(
-        [sys.executable, "-c", _PLAN_PROBE, DAY.isoformat(), due_key, str(batch_size)],
+        argv + ([profile] if profile else []),
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -98,7 +108,9 @@ def _plan(env: dict[str, str], due_key: str, batch_size: int) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"plan failed: {proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["log_lines"] = len(proc.stderr.splitlines())
+    lines = proc.stderr.splitlines()
+    result["log_lines"] = len(lines)
+    result["summary"] = [line for line in lines if line.startswith("plan ")][-1:]
     return result
 
 
@@ -124,7 +136,9 @@ def _dial_query_plan(url: sa.URL, batch_keys: list[str]) -> str:
         engine.dispose()
 
 
-def run(server_url: str, notices: int, batch_size: int, rerun: bool, keep: bool) -> dict:
+def run(
+    server_url: str, notices: int, batch_size: int, rerun: bool, keep: bool, profile: str = ""
+) -> dict:
     server = sa.make_url(server_url)
     name = f"vn_bench_plan_{uuid.uuid4().hex[:8]}"
     _admin(server, f'CREATE DATABASE "{name}"')
@@ -149,7 +163,7 @@ def run(server_url: str, notices: int, batch_size: int, rerun: bool, keep: bool)
                 "notices": seeded,
                 "extracted": due["count"],
                 "extract_s": round(time.perf_counter() - started, 2),
-                "plan": _plan(env, due["key"], batch_size),
+                "plan": _plan(env, due["key"], batch_size, profile),
             }
             if rerun:
                 out["rerun"] = _plan(env, due["key"], batch_size)
@@ -173,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rerun", action="store_true", help="plan the date a second time")
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--profile", default="", help="write the plan's cProfile here")
     args = parser.parse_args(argv)
-    result = run(args.server_url, args.notices, args.batch_size, args.rerun, args.keep)
+    result = run(
+        args.server_url, args.notices, args.batch_size, args.rerun, args.keep, args.profile
+    )
     print(json.dumps(result))
     return 0
 

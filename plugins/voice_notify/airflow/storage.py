@@ -56,6 +56,14 @@ def write_bytes(key: str, data: bytes) -> str:
     return key
 
 
+def put_bytes(key: str, data: bytes) -> str:
+    """Write (or rewrite) a small derived object in one PUT, without the multipart transfer
+    machinery; safe from several threads (one client, made before they start)."""
+    client = s3_hook().get_conn()
+    client.put_object(Bucket=get_settings().bucket, Key=key, Body=data)
+    return key
+
+
 def write_jsonl(key: str, rows: Iterable[Mapping[str, Any]]) -> str:
     data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
     return write_bytes(key, data.encode("utf-8"))

@@ -86,6 +86,7 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
         max_map_length=_max_map_length(),
         max_batch_size=settings.max_batch_size,
     )
+    storage.s3_hook().get_conn()  # the client, before the manifest writers' threads
     with _ledger_engine().connect() as conn:
         summary = planner.plan_date(
             conn,
@@ -96,20 +97,21 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
             config,
             limits,
             batch_key=lambda index: storage.batch_key(campaign_date, campaign, index),
-            write_manifest=storage.write_bytes,
+            write_manifest=storage.put_bytes,
         )
     log.info(
         "plan %s (%s): %d decisions, %d skipped %s, %d waiting for synthesis, %d batches "
-        "(%d new, of %s)",
+        "(%d new, of %s); seconds %s",
         campaign_date,
         campaign,
         summary.decisions,
         sum(summary.reasons.values()),
-        dict(summary.reasons.most_common()),
+        {str(reason): n for reason, n in summary.reasons.most_common()},
         summary.waiting,
         len(summary.batch_keys),
         summary.new_batches,
         summary.new_batch_size,
+        {phase: round(s, 1) for phase, s in summary.seconds.most_common()},
     )
     return summary.batch_keys
 

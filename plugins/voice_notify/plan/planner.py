@@ -19,9 +19,13 @@ caps are the dial-time gate's.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import contextlib
 import datetime as dt
 import itertools
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: Notices decided and written per transaction.
 CHUNK = 5000
+#: Threads writing manifests to the object store.
+MANIFEST_WRITERS = 8
 
 # This session's manifest lines, by ledger row: filled per chunk, read per batch.
 _waiting_items = sa.Table(
@@ -74,6 +80,15 @@ class PlanSummary:
     batch_keys: list[str] = field(default_factory=list)
     new_batches: int = 0
     new_batch_size: int | None = None
+    seconds: Counter = field(default_factory=Counter)  # by phase, for the log
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - started
 
 
 def chunked(notices: Iterable[Mapping[str, Any]], size: int | None = None) -> Iterable[list]:
@@ -110,7 +125,11 @@ def plan_date(
         staging.drop(conn, _waiting_items)
         _waiting_items.create(conn)
     try:
-        for chunk in chunked(notices):
+        # The composer memoizes readings (names, amounts, dates): forgotten after every
+        # chunk, so the plan's memory does not grow with the campaign.
+        forget = getattr(composer, "clear_caches", lambda: None)
+        for chunk in chunked(_timed_iter(notices, summary)):
+            forget()
             with conn.begin():
                 _plan_chunk(
                     conn,
@@ -123,14 +142,25 @@ def plan_date(
                     decided_at,
                     summary,
                 )
-        with conn.begin():
+        with conn.begin(), summary.timed("batches"):
             _assign_batches(conn, campaign_date, limits, batch_key, summary)
-        with conn.begin():
+        with conn.begin(), summary.timed("manifests"):
             _write_manifests(conn, campaign_date, summary, write_manifest)
     finally:
         with conn.begin():
             staging.drop(conn, _waiting_items)
     return summary
+
+
+def _timed_iter(notices: Iterable[Mapping[str, Any]], summary: PlanSummary) -> Iterable:
+    """The notices, the time spent reading them counted as ``read``."""
+    iterator = iter(notices)
+    while True:
+        with summary.timed("read"):
+            notice = next(iterator, None)
+        if notice is None:
+            return
+        yield notice
 
 
 def _plan_chunk(
@@ -144,29 +174,37 @@ def _plan_chunk(
     decided_at: dt.datetime,
     summary: PlanSummary,
 ) -> None:
-    decisions = eligibility.decide_all(chunk, campaign_date, notice_types, composer, config)
-    decisions = assign_voices(
-        decisions, book, config, campaign_date, customer_ages(chunk, campaign_date)
-    )
-    claimed = ledger.notices_settled_elsewhere(
-        conn, [d.notice_id for d in decisions], campaign_date
-    )
-    trail.record_plan_trail(
-        conn, decisions, campaign_date, config, decided_at, claimed_elsewhere=claimed
-    )
-    waiting = batches.record_decisions(conn, decisions, campaign_date, claimed_elsewhere=claimed)
-    by_notice = {d.notice_id: d for d in decisions}
-    audit.record_voice_choices(conn, audit.voice_choices(waiting, by_notice, campaign_date))
-    items = batches.batch_items(waiting, by_notice, campaign_date)
-    if items:
-        staging.load(
-            conn,
-            _waiting_items,
-            [
-                {"ledger_id": i.ledger_id, "notice_id": i.notice_id, "item": i.to_json()}
-                for i in items
-            ],
+    with summary.timed("decide"):
+        decisions = eligibility.decide_all(chunk, campaign_date, notice_types, composer, config)
+    with summary.timed("voices"):
+        decisions = assign_voices(
+            decisions, book, config, campaign_date, customer_ages(chunk, campaign_date)
         )
+    with summary.timed("ledger"):
+        claimed = ledger.notices_settled_elsewhere(
+            conn, [d.notice_id for d in decisions], campaign_date
+        )
+        waiting = batches.record_decisions(
+            conn, decisions, campaign_date, claimed_elsewhere=claimed
+        )
+    with summary.timed("trail"):
+        trail.record_plan_trail(
+            conn, decisions, campaign_date, config, decided_at, claimed_elsewhere=claimed
+        )
+    by_notice = {d.notice_id: d for d in decisions}
+    with summary.timed("audit"):
+        audit.record_voice_choices(conn, audit.voice_choices(waiting, by_notice, campaign_date))
+    with summary.timed("stage"):
+        items = batches.batch_items(waiting, by_notice, campaign_date)
+        if items:
+            staging.load(
+                conn,
+                _waiting_items,
+                [
+                    {"ledger_id": i.ledger_id, "notice_id": i.notice_id, "item": i.to_json()}
+                    for i in items
+                ],
+            )
     summary.decisions += len(decisions)
     summary.waiting += len(items)
     summary.reasons.update(d.reason_code for d in decisions if not d.planned)
@@ -236,15 +274,25 @@ def _write_manifests(
     write_manifest: Callable[[str, bytes], object],
 ) -> None:
     """Every batch's manifest: its rows this plan left waiting, in notice order (a batch
-    with none gets an empty manifest, so its synthesis has nothing left to do)."""
+    with none gets an empty manifest, so its synthesis has nothing left to do).
+
+    Read one batch at a time; written by ``MANIFEST_WRITERS`` threads (an object store
+    answers each write in tens of milliseconds), at most twice as many in flight.
+    """
     table = schema.dispatch_ledger
-    for key in summary.batch_keys:
-        lines = conn.execute(
-            sa.select(_waiting_items.c.item)
-            .join(table, table.c.id == _waiting_items.c.ledger_id)
-            .where(table.c.campaign_date == campaign_date, table.c.batch_key == key)
-            .order_by(_waiting_items.c.notice_id)
-        ).scalars()
-        body = "".join(line + "\n" for line in lines).encode("utf-8")
-        write_manifest(key, body)
-        log.info("batch %s: %d notices waiting for synthesis", key, body.count(b"\n"))
+    with concurrent.futures.ThreadPoolExecutor(MANIFEST_WRITERS) as writers:
+        in_flight: collections.deque = collections.deque()
+        for key in summary.batch_keys:
+            lines = conn.execute(
+                sa.select(_waiting_items.c.item)
+                .join(table, table.c.id == _waiting_items.c.ledger_id)
+                .where(table.c.campaign_date == campaign_date, table.c.batch_key == key)
+                .order_by(_waiting_items.c.notice_id)
+            ).scalars()
+            body = "".join(line + "\n" for line in lines).encode("utf-8")
+            if len(in_flight) >= 2 * MANIFEST_WRITERS:
+                in_flight.popleft().result()
+            in_flight.append(writers.submit(write_manifest, key, body))
+            log.info("batch %s: %d notices waiting for synthesis", key, body.count(b"\n"))
+        for future in in_flight:
+            future.result()
