@@ -145,7 +145,18 @@ class Manifests(dict):
         return [json.loads(line) for line in self[key].decode().splitlines()]
 
 
-def _plan(engine, notices, composer, config, manifests, *, batch_size=8, slots=2, limit=LIMIT):
+def _plan(
+    engine,
+    notices,
+    composer,
+    config,
+    manifests,
+    *,
+    batch_size=8,
+    slots=2,
+    limit=LIMIT,
+    campaign="all",
+):
     with engine.connect() as conn:
         return planner.plan_date(
             conn,
@@ -155,7 +166,7 @@ def _plan(engine, notices, composer, config, manifests, *, batch_size=8, slots=2
             composer,
             config,
             planner.BatchLimits(batch_size, slots, limit, 2000),
-            batch_key=lambda i: f"campaigns/{DAY}/all/batches/batch-{i:04d}.jsonl",
+            batch_key=lambda i: f"campaigns/{DAY}/{campaign}/batches/batch-{i:04d}.jsonl",
             write_manifest=manifests.write,
         )
 
@@ -261,3 +272,17 @@ def test_a_campaign_too_big_for_the_mapped_tasks_fails_before_any_batch(
     with pytest.raises(BatchSizeError, match="max_map_length"):
         _plan(engine, [_notice(i) for i in range(1, 30)], composer, config, Manifests(), limit=0)
     assert set(_membership(engine).values()) == {None}
+
+
+def test_a_campaign_lists_only_its_own_batches(tmp_path, composer, config) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    migrate.upgrade(engine)
+    other = _plan(
+        engine, [_notice(i) for i in range(1, 11)], composer, config, Manifests(), campaign="myyx"
+    )
+    # "_" is a LIKE wildcard: my_x must not pick up myyx's batches.
+    mine = _plan(
+        engine, [_notice(i) for i in range(11, 21)], composer, config, Manifests(), campaign="my_x"
+    )
+    assert other.batch_keys and mine.batch_keys
+    assert all("/my_x/" in key for key in mine.batch_keys)

@@ -139,7 +139,7 @@ def _planned_rows(
     for start in range(0, len(notice_ids), _IN_CHUNK):
         rows.extend(
             conn.execute(
-                sa.select(table).where(
+                sa.select(*(table.c[name] for name in _WAITING_COLUMNS)).where(
                     table.c.campaign_date == campaign_date,
                     table.c.state == ledger.LedgerState.PLANNED.value,
                     table.c.notice_id.in_(notice_ids[start : start + _IN_CHUNK]),
@@ -149,6 +149,8 @@ def _planned_rows(
     return sorted(rows, key=lambda r: r.notice_id)
 
 
+# What a waiting row carries: its manifest item and voice choice need no more.
+_WAITING_COLUMNS = ("id", "notice_id", "customer_id", "notice_type", "locale", "state", "batch_key")
 # Ids per IN list: well under every driver's limit on bound parameters.
 _IN_CHUNK = 5000
 

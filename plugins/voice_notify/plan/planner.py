@@ -215,7 +215,11 @@ def _batches_of_date(conn: sa.Connection, campaign_date: dt.date, prefix: str) -
     table = schema.dispatch_ledger
     keys = conn.execute(
         sa.select(table.c.batch_key)
-        .where(table.c.campaign_date == campaign_date, table.c.batch_key.startswith(prefix))
+        .where(
+            table.c.campaign_date == campaign_date,
+            # Escaped: a campaign named my_x must not match myyx's keys.
+            table.c.batch_key.startswith(prefix, autoescape=True),
+        )
         .distinct()
     ).scalars()
     return sorted(keys, key=lambda k: (len(k), k))
