@@ -22,7 +22,8 @@ operator unpauses it.
    `include/sql/`) into S3 (Connection `voice_notify_s3`).
 2. `plan` checks eligibility (opt-out, phone, variables, notice type), renders
    and normalizes the text, records every decision in the dispatch ledger and
-   writes batch manifests; it returns every batch of the date, on every run.
+   writes batch manifests; it returns every batch of the date, the same list on every
+   run (rows keep their batch; newly planned rows go into new batches).
 3. `batch` runs once per batch: `batch.synthesize` (pool `cosyvoice_gpu`), then
    `batch.dial` (pool `voice_gateway`) for that batch alone, so a batch is dialled as
    soon as it is synthesized and a failed batch stops only itself. `dial` places the
@@ -40,8 +41,10 @@ were never placed. Whatever a clear leaves open, `voice_notice_reconcile` settle
 **Backfills** run in date order with one active run: create them with
 `max_active_runs` 1 (the backfill's own setting overrides the DAG's).
 **Params:** `campaign` (a name from `include/campaigns.yaml`), `dry_run` (stop before
-dialing), `batch_size` (a ceiling: larger campaigns get larger batches, so the mapped
-tasks stay bounded).
+dialing), `batch_size` (the batch of a normal campaign: a small one gets smaller batches
+to fill the `cosyvoice_gpu` slots, a large one larger batches so the mapped tasks stay
+within half of `[core] max_map_length`; `plan` fails naming the setting when even
+`VOICE_NOTIFY_MAX_BATCH_SIZE` is not enough).
 """
 
 

@@ -44,7 +44,27 @@ class BatchItem:
     seed: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({"v": MANIFEST_VERSION, **asdict(self)}, ensure_ascii=False)
+        # Field by field, not ``asdict``: a plan writes 100,000 lines and asdict deep-copies
+        # every segment. Same keys in the same order, so the same line as before.
+        voice = self.voice
+        return json.dumps(
+            {
+                "v": MANIFEST_VERSION,
+                "ledger_id": self.ledger_id,
+                "notice_id": self.notice_id,
+                "campaign_date": self.campaign_date,
+                "notice_type": self.notice_type,
+                "locale": self.locale,
+                "segments": self.segments,
+                "voice": {
+                    "profile": voice.profile,
+                    "instruct": voice.instruct,
+                    "emotion": voice.emotion,
+                },
+                "seed": self.seed,
+            },
+            ensure_ascii=False,
+        )
 
     @classmethod
     def from_json(cls, line: str) -> BatchItem:

@@ -106,6 +106,24 @@ def transition(
     return conn.execute(stmt).rowcount == 1
 
 
+def skip_planned(conn: sa.Connection, ledger_ids: Sequence[int], reason_code: str) -> int:
+    """Move these rows to skipped with one reason, those still ``planned``: one statement
+    per few thousand rows. Returns how many moved."""
+    table = schema.dispatch_ledger
+    moved = 0
+    ids = list(ledger_ids)
+    for start in range(0, len(ids), 5000):
+        moved += conn.execute(
+            table.update()
+            .where(
+                table.c.id.in_(ids[start : start + 5000]),
+                table.c.state == LedgerState.PLANNED.value,
+            )
+            .values(state=LedgerState.SKIPPED.value, reason_code=reason_code, updated_at=_utcnow())
+        ).rowcount
+    return moved
+
+
 def update_in_state(conn: sa.Connection, ledger_id: int, state: LedgerState, **values: Any) -> bool:
     """Change fields of a row only while it is in ``state`` (no state change)."""
     stmt = (

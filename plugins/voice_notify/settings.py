@@ -62,6 +62,10 @@ class Settings:
     # Privacy (added with voice profiles): how long audio is kept, when the purge runs.
     audio_retention_days: int = 90
     retention_schedule: str | None = "30 3 * * *"
+    # Batch sizing (added with plans of any size): the synthesis pool's slots, so a small
+    # campaign still fills them, and the largest batch one synthesis task may take.
+    synthesis_slots: int = 4
+    max_batch_size: int = 2000
 
     def __post_init__(self) -> None:
         if not self.include_dir.is_dir():
@@ -76,6 +80,10 @@ class Settings:
             raise ValueError("VOICE_NOTIFY_PRESIGN_EXPIRY_S must be at least 3600")
         if self.synthesis_engine not in ("espeak", "cosyvoice3"):
             raise ValueError("VOICE_NOTIFY_SYNTHESIS_ENGINE must be espeak or cosyvoice3")
+        if self.synthesis_slots < 1:
+            raise ValueError("VOICE_NOTIFY_SYNTHESIS_SLOTS must be at least 1")
+        if self.max_batch_size < 1:
+            raise ValueError("VOICE_NOTIFY_MAX_BATCH_SIZE must be at least 1")
         if self.audio_retention_days < 1:
             # Audio of today's calls is still being dialled and redialled.
             raise ValueError("VOICE_NOTIFY_AUDIO_RETENTION_DAYS must be at least 1")
@@ -137,4 +145,10 @@ def get_settings() -> Settings:
         # before the retention run's logical date is deleted; the ledger is kept.
         audio_retention_days=int(env("VOICE_NOTIFY_AUDIO_RETENTION_DAYS", "90")),
         retention_schedule=_schedule(env("VOICE_NOTIFY_RETENTION_SCHEDULE", "30 3 * * *")),
+        # The slots of the synthesis pool (``airflow pools set cosyvoice_gpu 4``): a plan
+        # makes at least this many batches when there is work enough for them.
+        synthesis_slots=int(env("VOICE_NOTIFY_SYNTHESIS_SLOTS", "4")),
+        # The largest batch the plan may make when a campaign is too big for batch_size
+        # within Airflow's [core] max_map_length mapped tasks.
+        max_batch_size=int(env("VOICE_NOTIFY_MAX_BATCH_SIZE", "2000")),
     )

@@ -24,20 +24,17 @@ from synthesis.worker import EXIT_OK
 from voice_notify import ledger, retention
 from voice_notify.airflow import hooks, storage
 from voice_notify.airflow.hooks import gateway_from_connection
-from voice_notify.db import migrate, schema
+from voice_notify.db import migrate
 from voice_notify.dial import dialer, ratelimit
 from voice_notify.dial.results import record_synthesis
 from voice_notify.extract import due_notices
-from voice_notify.plan import batches, eligibility, trail
+from voice_notify.plan import planner
 from voice_notify.plan.campaigns import CampaignConfig, load_campaign_config
-from voice_notify.plan.voices import assign_voices, customer_ages
 from voice_notify.reasons import Reason
-from voice_notify.report import audit
 from voice_notify.report.campaign import load_report
 from voice_notify.report.html import render
 from voice_notify.settings import get_settings
 from voice_notify.settle import outcomes, writeback
-from voice_notify.voices import registry as voice_profiles
 
 log = logging.getLogger(__name__)
 
@@ -75,46 +72,56 @@ def extract(campaign_date: dt.date, campaign: str) -> dict[str, Any]:
 
 
 def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -> list[str]:
-    """Decide every notice, record the decisions, write batch manifests; returns batch keys."""
+    """Decide every notice, record the decisions, write batch manifests; returns the key of
+    every batch of the date and campaign (the same list when the plan runs again).
+
+    The extract is streamed and planned in chunks (``plan.planner``): memory does not grow
+    with the campaign. ``batch_size`` is the size of a normal campaign's batches; a large
+    campaign gets larger ones so the mapped batches stay within ``[core] max_map_length``.
+    """
+    settings = get_settings()
     config = campaign_config()
-    notices = list(storage.read_jsonl(due_key))
-    decisions = eligibility.decide_all(
-        notices, campaign_date, config.notice_types_of(campaign), _composer(), config
+    limits = planner.BatchLimits(
+        batch_size=batch_size,
+        gpu_slots=settings.synthesis_slots,
+        max_map_length=_max_map_length(),
+        max_batch_size=settings.max_batch_size,
     )
-    engine = _ledger_engine()
-    with engine.begin() as conn:
-        # Consent is read when the plan is made: a revocation counts from the next plan.
-        book = voice_profiles.load_consent_book(conn)
-        ages = customer_ages(notices, campaign_date)
-        decisions = assign_voices(decisions, book, config, campaign_date, ages)
-        trail.record_plan_trail(conn, decisions, campaign_date, config)
-        waiting = batches.record_decisions(conn, decisions, campaign_date)
-        by_notice = {d.notice_id: d for d in decisions}
-        audit.record_voice_choices(conn, audit.voice_choices(waiting, by_notice, campaign_date))
-    items = batches.batch_items(waiting, by_notice, campaign_date)
-    keys = []
-    for index, batch in enumerate(batches.chunk(items, batch_size)):
-        key = storage.write_bytes(
-            storage.batch_key(campaign_date, campaign, index),
-            "".join(item.to_json() + "\n" for item in batch).encode("utf-8"),
+    storage.s3_hook().get_conn()  # the client, before the manifest writers' threads
+    with _ledger_engine().connect() as conn:
+        summary = planner.plan_date(
+            conn,
+            storage.read_jsonl(due_key),
+            campaign_date,
+            config.notice_types_of(campaign),
+            _composer(),
+            config,
+            limits,
+            batch_key=lambda index: storage.batch_key(campaign_date, campaign, index),
+            write_manifest=storage.put_bytes,
         )
-        with engine.begin() as conn:
-            conn.execute(
-                schema.dispatch_ledger.update()
-                .where(schema.dispatch_ledger.c.id.in_([i.ledger_id for i in batch]))
-                .values(batch_key=key)
-            )
-        keys.append(key)
-    skipped = sum(not d.planned for d in decisions)
     log.info(
-        "plan %s: %d decisions, %d skipped, %d items in %d batches",
+        "plan %s (%s): %d decisions, %d skipped %s, %d waiting for synthesis, %d batches "
+        "(%d new, of %s); seconds %s",
         campaign_date,
-        len(decisions),
-        skipped,
-        len(items),
-        len(keys),
+        campaign,
+        summary.decisions,
+        sum(summary.reasons.values()),
+        {str(reason): n for reason, n in summary.reasons.most_common()},
+        summary.waiting,
+        len(summary.batch_keys),
+        summary.new_batches,
+        summary.new_batch_size,
+        {phase: round(s, 1) for phase, s in summary.seconds.most_common()},
     )
-    return keys
+    return summary.batch_keys
+
+
+def _max_map_length() -> int:
+    """Airflow's limit on the tasks one mapped task (group) may expand to."""
+    from airflow.sdk.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
 
 
 class WorkerFailed(RuntimeError):

@@ -56,7 +56,10 @@ def in_window(notice: Mapping[str, Any], campaign_date: dt.date, config: Campaig
     Notices of unknown types, and notices whose due date is not a date, are always in
     the window: they must be recorded as skipped, not silently ignored.
     """
-    notice = clean_notice(notice)
+    return _in_window(clean_notice(notice), campaign_date, config)
+
+
+def _in_window(notice: Mapping[str, Any], campaign_date: dt.date, config: CampaignConfig) -> bool:
     type_config = config.notice_types.get(notice["notice_type"])
     if type_config is None or notice["due_date"] is None:
         return True
@@ -70,9 +73,13 @@ def decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) -> 
     Every field is read to its type first (``extract.fields.clean_notice``); a field
     that has none is the skip reason, after the notice type and the opt-out.
     """
+    return _decide(clean_notice(notice), composer, config)
+
+
+def _decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) -> Decision:
+    """``decide`` for a row ``clean_notice`` made."""
     from synthesis.text import NoticeTextError
 
-    notice = clean_notice(notice)
     notice_type = notice["notice_type"] or ""
     locale = locale_for(notice.get("preferred_dialect"))
 
@@ -132,6 +139,7 @@ def decide_all(
 ) -> list[Decision]:
     """Decisions for the notices of this campaign (its types, unknown types, in window)."""
     wanted = set(notice_types)
+    debug = log.isEnabledFor(logging.DEBUG)
     decisions = []
     for raw in notices:
         notice = clean_notice(raw)
@@ -141,15 +149,17 @@ def decide_all(
         known = notice["notice_type"] in config.notice_types
         if known and notice["notice_type"] not in wanted:
             continue
-        if not in_window(notice, campaign_date, config):
+        if not _in_window(notice, campaign_date, config):
             continue
-        decision = decide(notice, composer, config)
-        log.info(
-            "notice %s (%s, %s): %s",
-            decision.notice_id,
-            escape(decision.notice_type or "<none>", 64),  # CRM data: one field, one line
-            mask_phone(notice.get("phone")),
-            "planned" if decision.planned else f"skipped reason={decision.reason_code}",
-        )
+        decision = _decide(notice, composer, config)
+        # DEBUG: a campaign has 100,000 notices; the plan logs a summary per batch instead.
+        if debug:
+            log.debug(
+                "notice %s (%s, %s): %s",
+                decision.notice_id,
+                escape(decision.notice_type or "<none>", 64),  # CRM data: one field, one line
+                mask_phone(notice.get("phone")),
+                "planned" if decision.planned else f"skipped reason={decision.reason_code}",
+            )
         decisions.append(decision)
     return decisions

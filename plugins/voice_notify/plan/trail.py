@@ -276,14 +276,21 @@ def record_plan_trail(
     campaign_date: dt.date,
     config: Any,
     decided_at: dt.datetime | None = None,
+    *,
+    claimed_elsewhere: set[int] | None = None,
 ) -> int:
-    """The plan's evaluation of every decision, written in bulk (the plan calls this once)."""
+    """The plan's evaluation of every decision, written in bulk (once per chunk of notices).
+
+    :param claimed_elsewhere: the notices another date claimed, when already looked up
+    """
     from voice_notify import ledger
 
     decided_at = decided_at or dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    claimed = ledger.notices_settled_elsewhere(
-        conn, [d.notice_id for d in decisions if d.planned], campaign_date
-    )
+    claimed = claimed_elsewhere
+    if claimed is None:
+        claimed = ledger.notices_settled_elsewhere(
+            conn, [d.notice_id for d in decisions if d.planned], campaign_date
+        )
     return record_evaluations(
         conn,
         (

@@ -60,6 +60,7 @@ def assign_voices(
     catalogue = default_catalogue()
     dialects = {i.key for i in catalogue.of_kind("dialect") if i.notices}
     ages = ages or {}
+    debug = log.isEnabledFor(logging.DEBUG)
     chosen = []
     for decision in decisions:
         if not decision.planned:
@@ -85,12 +86,13 @@ def assign_voices(
             chosen.append(replace(decision, voice=voice, consent=consent))
         else:
             chosen.append(replace(decision, reason_code=consent.reason_code, consent=consent))
-        log.info(
-            "notice %s: voice %s (%s)",
-            decision.notice_id,
-            chosen[-1].voice.profile if chosen[-1].planned else "-",
-            "consent " + str(consent.consent_id) if consent.allowed else consent.reason_code,
-        )
+        if debug:
+            log.debug(
+                "notice %s: voice %s (%s)",
+                decision.notice_id,
+                chosen[-1].voice.profile if chosen[-1].planned else "-",
+                "consent " + str(consent.consent_id) if consent.allowed else consent.reason_code,
+            )
     return chosen
 
 

@@ -1,0 +1,302 @@
+"""The plan step for a campaign date of any size, in bounded memory.
+
+The extract is read in chunks (``CHUNK`` notices). Each chunk is decided, given its
+voices and written in one transaction, set-based: its ledger rows, its decision trail,
+the voice choices of its waiting rows, and those rows' manifest lines into a staging
+table of this session. Nothing about a notice outlives its chunk in memory: what the
+plan needs across chunks is in the database.
+
+Then the batches. Rows an earlier run of the date put into a batch keep it; rows without
+one go into new batches, in notice order, sized by :func:`batches.choose_batch_size` so
+that the date's batches stay within Airflow's ``[core] max_map_length``. Every batch of
+the date and campaign gets its manifest (re)written with its rows this plan left waiting
+for synthesis, and every key is returned: a re-run of the plan returns the same list, so
+the mapped tasks it feeds keep their indexes.
+
+Per-customer state does not cross chunks: a notice's age comes from its own row, and the
+caps are the dial-time gate's.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import datetime as dt
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from voice_notify import ledger
+from voice_notify.db import schema, staging
+from voice_notify.plan import batches, eligibility, trail
+from voice_notify.plan.campaigns import CampaignConfig
+from voice_notify.plan.voices import assign_voices, customer_ages
+from voice_notify.report import audit
+from voice_notify.voices import registry as voice_profiles
+
+log = logging.getLogger(__name__)
+
+#: Notices decided and written per transaction.
+CHUNK = 5000
+#: Threads writing manifests to the object store.
+MANIFEST_WRITERS = 8
+
+# This session's manifest lines, by ledger row: filled per chunk, read per batch.
+_waiting_items = sa.Table(
+    "vn_plan_waiting_items",
+    sa.MetaData(),
+    sa.Column("ledger_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("notice_id", sa.Integer, nullable=False),
+    sa.Column("item", sa.Text, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """What bounds the batches: the DAG's ``batch_size``, the synthesis slots, Airflow's
+    ``[core] max_map_length`` and the largest batch allowed."""
+
+    batch_size: int
+    gpu_slots: int
+    max_map_length: int
+    max_batch_size: int
+
+
+@dataclass
+class PlanSummary:
+    """What a plan did: counts for the log and XCom-free checks."""
+
+    decisions: int = 0
+    waiting: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    batch_keys: list[str] = field(default_factory=list)
+    new_batches: int = 0
+    new_batch_size: int | None = None
+    seconds: Counter = field(default_factory=Counter)  # by phase, for the log
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - started
+
+
+def chunked(notices: Iterable[Mapping[str, Any]], size: int | None = None) -> Iterable[list]:
+    """The notices in lists of ``size`` (default ``CHUNK``)."""
+    iterator = iter(notices)
+    while chunk := list(itertools.islice(iterator, size or CHUNK)):
+        yield chunk
+
+
+def plan_date(
+    conn: sa.Connection,
+    notices: Iterable[Mapping[str, Any]],
+    campaign_date: dt.date,
+    notice_types: Sequence[str],
+    composer: Any,
+    config: CampaignConfig,
+    limits: BatchLimits,
+    batch_key: Callable[[int], str],
+    write_manifest: Callable[[str, bytes], object],
+) -> PlanSummary:
+    """Plan a campaign date: decisions into the ledger, batches, a manifest per batch.
+
+    :param conn: a connection outside a transaction (each chunk commits its own; the
+        staging table lives in its session)
+    :param notices: the extract's rows, streamed
+    :param batch_key: the key of the campaign's batch number ``n``
+    :param write_manifest: stores a manifest's bytes under a key
+    """
+    summary = PlanSummary()
+    decided_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with conn.begin():
+        # Consent is read when the plan is made: a revocation counts from the next plan.
+        book = voice_profiles.load_consent_book(conn)
+        staging.drop(conn, _waiting_items)
+        _waiting_items.create(conn)
+    try:
+        # The composer memoizes readings (names, amounts, dates): forgotten after every
+        # chunk, so the plan's memory does not grow with the campaign.
+        forget = getattr(composer, "clear_caches", lambda: None)
+        for chunk in chunked(_timed_iter(notices, summary)):
+            forget()
+            with conn.begin():
+                _plan_chunk(
+                    conn,
+                    chunk,
+                    campaign_date,
+                    notice_types,
+                    composer,
+                    config,
+                    book,
+                    decided_at,
+                    summary,
+                )
+        with conn.begin(), summary.timed("batches"):
+            _assign_batches(conn, campaign_date, limits, batch_key, summary)
+        with conn.begin(), summary.timed("manifests"):
+            _write_manifests(conn, campaign_date, summary, write_manifest)
+    finally:
+        with conn.begin():
+            staging.drop(conn, _waiting_items)
+    return summary
+
+
+def _timed_iter(notices: Iterable[Mapping[str, Any]], summary: PlanSummary) -> Iterable:
+    """The notices, the time spent reading them counted as ``read``."""
+    iterator = iter(notices)
+    while True:
+        with summary.timed("read"):
+            notice = next(iterator, None)
+        if notice is None:
+            return
+        yield notice
+
+
+def _plan_chunk(
+    conn: sa.Connection,
+    chunk: Sequence[Mapping[str, Any]],
+    campaign_date: dt.date,
+    notice_types: Sequence[str],
+    composer: Any,
+    config: CampaignConfig,
+    book: Any,
+    decided_at: dt.datetime,
+    summary: PlanSummary,
+) -> None:
+    with summary.timed("decide"):
+        decisions = eligibility.decide_all(chunk, campaign_date, notice_types, composer, config)
+    with summary.timed("voices"):
+        decisions = assign_voices(
+            decisions, book, config, campaign_date, customer_ages(chunk, campaign_date)
+        )
+    with summary.timed("ledger"):
+        claimed = ledger.notices_settled_elsewhere(
+            conn, [d.notice_id for d in decisions], campaign_date
+        )
+        waiting = batches.record_decisions(
+            conn, decisions, campaign_date, claimed_elsewhere=claimed
+        )
+    with summary.timed("trail"):
+        trail.record_plan_trail(
+            conn, decisions, campaign_date, config, decided_at, claimed_elsewhere=claimed
+        )
+    by_notice = {d.notice_id: d for d in decisions}
+    with summary.timed("audit"):
+        audit.record_voice_choices(conn, audit.voice_choices(waiting, by_notice, campaign_date))
+    with summary.timed("stage"):
+        items = batches.batch_items(waiting, by_notice, campaign_date)
+        if items:
+            staging.load(
+                conn,
+                _waiting_items,
+                [
+                    {"ledger_id": i.ledger_id, "notice_id": i.notice_id, "item": i.to_json()}
+                    for i in items
+                ],
+            )
+    summary.decisions += len(decisions)
+    summary.waiting += len(items)
+    summary.reasons.update(d.reason_code for d in decisions if not d.planned)
+
+
+def _batches_of_date(conn: sa.Connection, campaign_date: dt.date, prefix: str) -> list[str]:
+    """The batch keys the ledger holds for the date under the campaign's prefix, in order."""
+    table = schema.dispatch_ledger
+    keys = conn.execute(
+        sa.select(table.c.batch_key)
+        .where(
+            table.c.campaign_date == campaign_date,
+            # Escaped: a campaign named my_x must not match myyx's keys.
+            table.c.batch_key.startswith(prefix, autoescape=True),
+        )
+        .distinct()
+    ).scalars()
+    return sorted(keys, key=lambda k: (len(k), k))
+
+
+def _assign_batches(
+    conn: sa.Connection,
+    campaign_date: dt.date,
+    limits: BatchLimits,
+    batch_key: Callable[[int], str],
+    summary: PlanSummary,
+) -> None:
+    """Waiting rows without a batch into new batches (in notice order); the others keep
+    theirs. Sets ``summary.batch_keys`` to every batch of the date and campaign."""
+    table = schema.dispatch_ledger
+    prefix = batch_key(0).rsplit("/", 1)[0] + "/"
+    existing = _batches_of_date(conn, campaign_date, prefix)
+    unbatched = list(
+        conn.execute(
+            sa.select(_waiting_items.c.ledger_id)
+            .join(table, table.c.id == _waiting_items.c.ledger_id)
+            .where(table.c.batch_key.is_(None))
+            .order_by(_waiting_items.c.notice_id)
+        ).scalars()
+    )
+    size = batches.choose_batch_size(
+        len(unbatched),
+        limits.batch_size,
+        limits.gpu_slots,
+        limits.max_map_length,
+        existing_batches=len(existing),
+        max_batch_size=limits.max_batch_size,
+    )
+    taken, index, new_keys = set(existing), 0, []
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    for start in range(0, len(unbatched), size):
+        while batch_key(index) in taken:
+            index += 1
+        key = batch_key(index)
+        taken.add(key)
+        conn.execute(
+            table.update()
+            .where(table.c.id.in_(unbatched[start : start + size]), table.c.batch_key.is_(None))
+            .values(batch_key=key, updated_at=now)
+        )
+        new_keys.append(key)
+    summary.batch_keys = sorted(taken, key=lambda k: (len(k), k))
+    summary.new_batches = len(new_keys)
+    summary.new_batch_size = size if new_keys else None
+
+
+def _write_manifests(
+    conn: sa.Connection,
+    campaign_date: dt.date,
+    summary: PlanSummary,
+    write_manifest: Callable[[str, bytes], object],
+) -> None:
+    """Every batch's manifest: its rows this plan left waiting, in notice order (a batch
+    with none gets an empty manifest, so its synthesis has nothing left to do).
+
+    Read one batch at a time; written by ``MANIFEST_WRITERS`` threads (an object store
+    answers each write in tens of milliseconds), at most twice as many in flight.
+    """
+    table = schema.dispatch_ledger
+    with concurrent.futures.ThreadPoolExecutor(MANIFEST_WRITERS) as writers:
+        in_flight: collections.deque = collections.deque()
+        for key in summary.batch_keys:
+            lines = conn.execute(
+                sa.select(_waiting_items.c.item)
+                .join(table, table.c.id == _waiting_items.c.ledger_id)
+                .where(table.c.campaign_date == campaign_date, table.c.batch_key == key)
+                .order_by(_waiting_items.c.notice_id)
+            ).scalars()
+            body = "".join(line + "\n" for line in lines).encode("utf-8")
+            if len(in_flight) >= 2 * MANIFEST_WRITERS:
+                in_flight.popleft().result()
+            in_flight.append(writers.submit(write_manifest, key, body))
+            log.info("batch %s: %d notices waiting for synthesis", key, body.count(b"\n"))
+        for future in in_flight:
+            future.result()

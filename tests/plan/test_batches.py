@@ -1,0 +1,288 @@
+"""Batches of any campaign size: their size, their stability across runs of the plan, and
+the plan in chunks on every ledger database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from synthesis.manifest import MANIFEST_VERSION, BatchItem, VoiceSpec
+from synthesis.text import NoticeComposer
+from voice_notify import ledger
+from voice_notify.db import migrate, schema
+from voice_notify.ledger import LedgerState
+from voice_notify.plan import planner
+from voice_notify.plan.batches import BatchSizeError, choose_batch_size
+from voice_notify.plan.campaigns import load_campaign_config
+from voice_notify.reasons import Reason
+
+INCLUDE = Path(__file__).resolve().parents[2] / "include"
+DAY = dt.date(2026, 11, 26)
+LIMIT = 1024
+
+
+# --- the size of a batch ---------------------------------------------------------------
+
+
+def test_a_normal_campaign_gets_the_requested_size() -> None:
+    assert choose_batch_size(600, 50, 4, LIMIT) == 50
+    assert choose_batch_size(10_000, 50, 4, LIMIT) == 50
+
+
+def test_a_small_campaign_fills_the_synthesis_slots() -> None:
+    assert choose_batch_size(200, 50, 8, LIMIT) == 25  # 8 batches, not 4
+    assert choose_batch_size(40, 50, 8, LIMIT) == 10  # no batch under MIN_SPREAD_BATCH
+    assert choose_batch_size(3, 50, 8, LIMIT) == 10
+    assert choose_batch_size(200, 5, 8, LIMIT) == 5  # a small requested size stays
+
+
+def test_a_large_campaign_gets_a_few_hundred_batches() -> None:
+    size = choose_batch_size(100_000, 50, 4, LIMIT)
+    batches = math.ceil(100_000 / size)
+    assert 100 <= batches <= LIMIT // 2
+    assert size == 196
+
+
+@pytest.mark.parametrize("requested", [1, 7, 50, 500, 5000])
+@pytest.mark.parametrize("slots", [1, 4, 16])
+@pytest.mark.parametrize("existing", [0, 300, 1000])
+def test_never_more_batches_than_airflow_maps_and_every_item_covered(
+    requested, slots, existing
+) -> None:
+    previous = 0
+    for planned in [*range(0, 3000, 7), 10_000, 99_999, 100_000, 250_000, 1_000_000]:
+        try:
+            size = choose_batch_size(
+                planned, requested, slots, LIMIT, existing_batches=existing, max_batch_size=2000
+            )
+        except BatchSizeError as exc:
+            # Only when even the largest batch would not fit: the message names the settings.
+            assert math.ceil(planned / 2000) > LIMIT - existing
+            assert "max_map_length" in str(exc) or "VOICE_NOTIFY_MAX_BATCH_SIZE" in str(exc)
+            continue
+        assert 1 <= size <= 2000
+        batches = math.ceil(planned / size)
+        assert existing + batches <= LIMIT  # within max_map_length
+        assert batches * size >= planned  # every item in a batch
+        assert size >= previous  # monotone in the campaign size
+        previous = size
+
+
+def test_impossible_settings_name_the_setting() -> None:
+    with pytest.raises(BatchSizeError, match="VOICE_NOTIFY_MAX_BATCH_SIZE"):
+        choose_batch_size(100_000, 50, 4, 64, max_batch_size=500)
+    with pytest.raises(BatchSizeError, match=r"\[core\] max_map_length"):
+        choose_batch_size(10, 50, 4, 64, existing_batches=64)
+
+
+# --- manifests -------------------------------------------------------------------------
+
+
+def test_a_manifest_line_is_the_same_as_before() -> None:
+    item = BatchItem(
+        ledger_id=7,
+        notice_id=42,
+        campaign_date="2026-11-26",
+        notice_type="repayment_reminder",
+        locale="cmn",
+        segments=[{"text": "您好，曾小明", "lang": "cmn"}, {"text": "三千", "pause_ms": 200}],
+        voice=VoiceSpec("agent-a", "guangdong", "warm"),
+        seed=123,
+    )
+    expected = json.dumps({"v": MANIFEST_VERSION, **asdict(item)}, ensure_ascii=False)
+    assert item.to_json() == expected
+    assert BatchItem.from_json(item.to_json()) == item
+    plain = BatchItem(1, 2, "2026-11-26", "x", "en", [])
+    assert plain.to_json() == json.dumps({"v": MANIFEST_VERSION, **asdict(plain)})
+
+
+# --- the plan in chunks, run twice -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def composer() -> NoticeComposer:
+    return NoticeComposer.load(INCLUDE)
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_campaign_config(INCLUDE / "campaigns.yaml")
+
+
+def _notice(notice_id: int, **overrides) -> dict:
+    notice = {
+        "notice_id": notice_id,
+        # Two notices per customer, far apart in notice order (different chunks).
+        "customer_id": 1000 + notice_id % 40,
+        "notice_type": "repayment_reminder",
+        "variables": json.dumps(
+            {"amount": "3280.50", "due_date": DAY.isoformat(), "card_tail": "0427"}
+        ),
+        "due_date": DAY.isoformat(),
+        "customer_name": "曾小明",
+        "phone": "138 1234 5678",
+        "preferred_dialect": "mandarin",
+        "time_zone": "Asia/Shanghai",
+        "voice_opt_out": notice_id % 9 == 0,
+        "birth_year": 1950 if notice_id % 2 else 1990,
+    }
+    notice.update(overrides)
+    return notice
+
+
+class Manifests(dict):
+    def write(self, key: str, body: bytes) -> str:
+        self[key] = body
+        return key
+
+    def lines(self, key: str) -> list[dict]:
+        return [json.loads(line) for line in self[key].decode().splitlines()]
+
+
+def _plan(
+    engine,
+    notices,
+    composer,
+    config,
+    manifests,
+    *,
+    batch_size=8,
+    slots=2,
+    limit=LIMIT,
+    campaign="all",
+):
+    with engine.connect() as conn:
+        return planner.plan_date(
+            conn,
+            iter(notices),
+            DAY,
+            ("repayment_reminder",),
+            composer,
+            config,
+            planner.BatchLimits(batch_size, slots, limit, 2000),
+            batch_key=lambda i: f"campaigns/{DAY}/{campaign}/batches/batch-{i:04d}.jsonl",
+            write_manifest=manifests.write,
+        )
+
+
+def _membership(engine) -> dict[int, str | None]:
+    with engine.connect() as conn:
+        return {r.notice_id: r.batch_key for r in ledger.rows_for_date(conn, DAY)}
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planner, "CHUNK", 7)
+
+
+def test_a_second_plan_returns_the_same_batches_with_the_same_members(
+    db_engine, composer, config, small_chunks
+) -> None:
+    migrate.upgrade(db_engine)
+    notices = [_notice(i) for i in range(1, 61)]
+    manifests = Manifests()
+    first = _plan(db_engine, notices, composer, config, manifests)
+    members = _membership(db_engine)
+    written = dict(manifests)
+
+    assert first.decisions == 60
+    assert first.waiting == 60 - 6  # every ninth customer opted out
+    assert first.reasons == {Reason.OPTED_OUT: 6}
+    assert first.batch_keys == [
+        f"campaigns/{DAY}/all/batches/batch-{i:04d}.jsonl" for i in range(7)
+    ]
+    assert sorted(manifests) == first.batch_keys
+    in_manifests = [line["notice_id"] for key in first.batch_keys for line in manifests.lines(key)]
+    assert in_manifests == [i for i in range(1, 61) if i % 9]  # all of them, in notice order
+    assert {members[i] for i in range(9, 61, 9)} == {None}  # skipped rows have no batch
+
+    again = _plan(db_engine, notices, composer, config, manifests)
+    assert again.batch_keys == first.batch_keys
+    assert again.new_batches == 0
+    assert _membership(db_engine) == members
+    assert dict(manifests) == written  # byte for byte
+
+
+def test_a_rerun_keeps_batches_and_puts_new_notices_into_new_ones(
+    db_engine, composer, config, small_chunks
+) -> None:
+    migrate.upgrade(db_engine)
+    manifests = Manifests()
+    first = _plan(
+        db_engine, [_notice(i) for i in range(1, 31) if i % 9], composer, config, manifests
+    )
+    members = _membership(db_engine)
+    key0 = first.batch_keys[0]
+    with db_engine.begin() as conn:
+        done = ledger.rows_for_date(conn, DAY, batch_key=key0)[0]
+        ledger.transition(conn, done.id, LedgerState.SYNTHESIZED, audio_key="a")
+    # Notice 2's customer opted out since; notices 31-40 became due.
+    notices = [_notice(i) for i in range(1, 41) if i % 9]
+    notices[1] = _notice(2, voice_opt_out=True)
+    again = _plan(db_engine, notices, composer, config, manifests)
+
+    assert again.batch_keys[: len(first.batch_keys)] == first.batch_keys
+    assert again.new_batches == len(again.batch_keys) - len(first.batch_keys) >= 1
+    now = _membership(db_engine)
+    assert all(now[n] == key for n, key in members.items() if key is not None)
+    assert {now[n] for n in range(31, 41) if n % 9} <= set(
+        again.batch_keys[len(first.batch_keys) :]
+    )
+    with db_engine.connect() as conn:
+        states = {r.notice_id: (r.state, r.reason_code) for r in ledger.rows_for_date(conn, DAY)}
+    assert states[done.notice_id] == ("synthesized", None)
+    assert states[2] == ("skipped", Reason.OPTED_OUT)
+    # A batch's manifest holds what still waits: not the synthesized row, not the skipped one.
+    waiting_in_0 = [line["notice_id"] for line in manifests.lines(key0)]
+    assert done.notice_id not in waiting_in_0 and 2 not in waiting_in_0
+    assert waiting_in_0 and all(now[n] == key0 for n in waiting_in_0)
+    # The third run changes nothing.
+    assert _plan(db_engine, notices, composer, config, manifests).batch_keys == again.batch_keys
+
+
+def test_the_plan_writes_trail_audit_and_ledger_for_every_chunk(
+    db_engine, composer, config, small_chunks
+) -> None:
+    migrate.upgrade(db_engine)
+    summary = _plan(db_engine, [_notice(i) for i in range(1, 31)], composer, config, Manifests())
+    with db_engine.connect() as conn:
+        count = lambda t: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()  # noqa: E731
+        assert count(schema.dispatch_ledger) == 30
+        assert count(schema.notice_decisions) == 30
+        assert count(schema.notice_voice_audit) == summary.waiting == 27
+        batched = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(schema.dispatch_ledger)
+            .where(schema.dispatch_ledger.c.batch_key.is_not(None))
+        ).scalar_one()
+    assert batched == 27
+
+
+def test_a_campaign_too_big_for_the_mapped_tasks_fails_before_any_batch(
+    tmp_path, composer, config, small_chunks
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    migrate.upgrade(engine)
+    with pytest.raises(BatchSizeError, match="max_map_length"):
+        _plan(engine, [_notice(i) for i in range(1, 30)], composer, config, Manifests(), limit=0)
+    assert set(_membership(engine).values()) == {None}
+
+
+def test_a_campaign_lists_only_its_own_batches(tmp_path, composer, config) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    migrate.upgrade(engine)
+    other = _plan(
+        engine, [_notice(i) for i in range(1, 11)], composer, config, Manifests(), campaign="myyx"
+    )
+    # "_" is a LIKE wildcard: my_x must not pick up myyx's batches.
+    mine = _plan(
+        engine, [_notice(i) for i in range(11, 21)], composer, config, Manifests(), campaign="my_x"
+    )
+    assert other.batch_keys and mine.batch_keys
+    assert all("/my_x/" in key for key in mine.batch_keys)
