@@ -112,10 +112,13 @@ def callee(tmp_path: Path):
 
 
 SECRET = "test-sip-service-secret"
+# Short, yet with room for a loaded machine: the callee answers (or refuses) from
+# Python, after rings of RING_S; a timer that fires first turns a busy or answered
+# number into no_answer.
 SHORT_TIMERS = {
-    "setup_timeout_s": 1.0,
+    "setup_timeout_s": 3.0,
     "post_dial_timeout_s": 5.0,
-    "ring_timeout_s": 1.0,
+    "ring_timeout_s": 4.0,
     "dtmf_grace_s": 1.0,
     "max_call_s": 60.0,
 }
