@@ -378,7 +378,11 @@ class Bench:
             name, wall, peak, rows, task_instances, self._s3_bytes_or_zero() - before, merged
         )
         self.stages.append(figures)
-        print(f"  {name}: {wall:.1f} s, {rows:,} rows", flush=True)
+        print(
+            f"  {name}: {wall:.1f} s, peak RSS {peak / 1024:.0f} MiB, {rows:,} rows "
+            f"({figures.rows_per_s:,.0f}/s), S3 +{capacity.size(figures.s3_bytes)}",
+            flush=True,
+        )
         return figures
 
 
