@@ -21,7 +21,7 @@ export GATEWAY_FAULTS
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
 .PHONY: demo test lint system-deps install clean-demo eval-text bench-text bench-synthesis bench-writeback \
-	bench-settle bench-report stack stack-down stack-status clean-stack
+	bench-settle bench-report bench-scale stack stack-down stack-status clean-stack
 
 # Runtime pins (requirements.txt, what the images install) and development tools
 # (requirements-dev.txt: the local S3 endpoint, pytest, ruff, playwright, hadolint,
@@ -90,6 +90,14 @@ bench-settle: install
 # ledger database to fill, default a SQLite file).
 bench-report: install
 	$(PY) -m voice_notify_dev.bench_report --notices 100000 $(if $(BENCH_URL),--url $(BENCH_URL))
+
+# One campaign date of NOTICES (default 100,000) through the real task functions on
+# PostgreSQL (BENCH_URL: a server, default this machine's), a sample of SAMPLE (200) items
+# synthesized, every notice dialled on the simulator: per stage wall, peak RSS, rows/s, task
+# instances, S3 bytes; then the capacity plan, predicted against measured.
+bench-scale: install
+	$(PY) -m voice_notify_dev.bench_scale --notices $(or $(NOTICES),100000) \
+		--synthesize-sample $(or $(SAMPLE),200) $(if $(BENCH_URL),--url $(BENCH_URL))
 
 # CRM write-back of 100,000 outcomes into PostgreSQL, bulk vs row by row.
 bench-writeback: install

@@ -115,15 +115,28 @@ class SeedSpec:
     """How big and where in time the demo CRM is.
 
     :param anchor_date: the date the due dates are spread around (the demo uses today)
+    :param due_days: due dates fall in ``anchor + [first, last)`` days (``(0, 1)``: all on
+        the anchor date, as ``bench_scale`` wants)
+    :param unique_names: no two customers share a name (large seeds; the demo's 600
+        customers keep the names they always had)
+    :param dirty_rows: the deliberate bad rows (malformed phones, missing variables, ...);
+        without them the CRM holds exactly ``customers`` notices
     """
 
     anchor_date: dt.date
     customers: int = 600
     seed: int = 20261126
+    due_days: tuple[int, int] = (-3, 21)
+    unique_names: bool = False
+    dirty_rows: bool = True
 
     def __post_init__(self) -> None:
-        if self.customers < 50:
+        if self.dirty_rows and self.customers < 50:
             raise ValueError("the seed needs at least 50 customers to place every kind of row")
+        if self.customers < 1:
+            raise ValueError("the seed needs at least one customer")
+        if self.due_days[0] >= self.due_days[1]:
+            raise ValueError("due_days must be a non-empty range (first, last)")
 
 
 def _name(rng: random.Random) -> str:
@@ -217,16 +230,28 @@ def _variables(rng: random.Random, notice_type: str, due: dt.date) -> dict[str, 
     }
 
 
+def _unique_name(rng: random.Random, taken: set[str]) -> str:
+    """A name no earlier customer has: redrawn, then a third given character added."""
+    name = _name(rng)
+    while name in taken:
+        name = _name(rng)
+        if name in taken:
+            name += rng.choice(_GIVEN_CHARS)
+    taken.add(name)
+    return name
+
+
 def generate(spec: SeedSpec) -> tuple[list[dict], list[dict]]:
     """Customers and notices, the same for the same spec on every machine."""
     rng = random.Random(spec.seed)
+    taken: set[str] = set()
     customer_rows = []
     for cid in range(1, spec.customers + 1):
         province, city, dialect, tz = rng.choice(_PLACES)
         customer_rows.append(
             {
                 "id": cid,
-                "name": _name(rng),
+                "name": _unique_name(rng, taken) if spec.unique_names else _name(rng),
                 "phone": _phone(rng),
                 "province": province,
                 "city": city,
@@ -239,7 +264,7 @@ def generate(spec: SeedSpec) -> tuple[list[dict], list[dict]]:
     notice_rows = []
     for nid, customer in enumerate(customer_rows, start=1):
         notice_type = NOTICE_TYPES[rng.randrange(len(NOTICE_TYPES))]
-        due = spec.anchor_date + dt.timedelta(days=rng.randrange(-3, 21))
+        due = spec.anchor_date + dt.timedelta(days=rng.randrange(*spec.due_days))
         notice_rows.append(
             {
                 "id": nid,
@@ -249,7 +274,8 @@ def generate(spec: SeedSpec) -> tuple[list[dict], list[dict]]:
                 "due_date": due,
             }
         )
-    _add_dirty_rows(spec, customer_rows, notice_rows)
+    if spec.dirty_rows:
+        _add_dirty_rows(spec, customer_rows, notice_rows)
     for row in notice_rows:
         row["variables"] = json.dumps(row["variables"], ensure_ascii=False, sort_keys=True)
     return customer_rows, notice_rows
@@ -324,8 +350,10 @@ def seed(engine: sa.Engine, spec: SeedSpec) -> dict[str, int]:
         if existing:
             return {"customers": existing, "notices": 0, "seeded": 0}
         customer_rows, notice_rows = generate(spec)
-        conn.execute(customers.insert(), customer_rows)
-        conn.execute(notices.insert(), notice_rows)
+        # In slices: one statement of 100,000 rows is more than some drivers take at once.
+        for table, rows in ((customers, customer_rows), (notices, notice_rows)):
+            for start in range(0, len(rows), 10_000):
+                conn.execute(table.insert(), rows[start : start + 10_000])
     return {"customers": len(customer_rows), "notices": len(notice_rows), "seeded": 1}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from dataclasses import replace
 
 import sqlalchemy as sa
 
@@ -60,3 +61,23 @@ def test_seeding_twice_keeps_the_crm_history(tmp_path) -> None:
         assert (
             conn.execute(sa.text("SELECT status FROM notices WHERE id = 7")).scalar() == "delivered"
         )
+
+
+def test_a_large_seed_on_one_date_with_unique_names() -> None:
+    spec = demo_crm.SeedSpec(
+        anchor_date=ANCHOR, customers=30, due_days=(0, 1), unique_names=True, dirty_rows=False
+    )
+    customers, notices = demo_crm.generate(spec)
+    assert len(customers) == len(notices) == 30
+    assert {n["due_date"] for n in notices} == {ANCHOR}
+    names = [c["name"] for c in demo_crm.generate(replace(spec, customers=20_000))[0]]
+    assert len(set(names)) == len(names) == 20_000
+
+
+def test_the_demo_seed_is_what_it_always_was() -> None:
+    spec = demo_crm.SeedSpec(anchor_date=ANCHOR)
+    default = demo_crm.generate(spec)
+    explicit = demo_crm.generate(
+        replace(spec, due_days=(-3, 21), unique_names=False, dirty_rows=True)
+    )
+    assert default == explicit

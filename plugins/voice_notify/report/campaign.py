@@ -5,6 +5,9 @@ Built from the ledger database alone, one query per table for the date
 dial step recorded in ``notice_voice_audit``), aggregated with pandas
 (:func:`campaign_report`). Nothing is read from S3 and nothing is written, so the
 report of a date is the same however often, and after whichever re-run, it is built.
+
+Its ``capacity`` section runs the capacity model (``voice_notify.capacity``) on the date's
+measured figures and puts the model's prediction beside what the ledger shows.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from voice_notify import capacity
 from voice_notify.db import schema
 from voice_notify.settle.outcomes import Outcome
 
@@ -32,8 +36,17 @@ LEDGER_COLUMNS = (
     "reason_code",
     "outcome",
     "audio_key",
+    "created_at",
 )
-ATTEMPT_COLUMNS = ("ledger_id", "attempt", "call_id", "outcome")
+ATTEMPT_COLUMNS = (
+    "ledger_id",
+    "attempt",
+    "call_id",
+    "outcome",
+    "dialing_started_at",
+    "dialed_at",
+    "ended_at",
+)
 SYNTHESIS_COLUMNS = (
     "ledger_id",
     "voice_profile",
@@ -49,6 +62,9 @@ SYNTHESIS_COLUMNS = (
     "engine_seconds",
     "duration_s",
 )
+# Audio bytes per item, where the worker's results carry them and the audit stores them;
+# read only where the table has the column, so the report works with and without.
+OPTIONAL_SYNTHESIS_COLUMNS = ("telephone_bytes", "master_bytes")
 
 
 @dataclass(frozen=True)
@@ -74,13 +90,26 @@ def load_frames(conn: sa.Connection, campaign_date: dt.date) -> ReportFrames:
     return ReportFrames(
         ledger=_frame(conn, schema.dispatch_ledger, LEDGER_COLUMNS, campaign_date),
         attempts=_frame(conn, schema.call_attempts, ATTEMPT_COLUMNS, campaign_date),
-        synthesis=_frame(conn, schema.notice_voice_audit, SYNTHESIS_COLUMNS, campaign_date),
+        synthesis=_frame(conn, schema.notice_voice_audit, _synthesis_columns(), campaign_date),
     )
 
 
-def load_report(conn: sa.Connection, campaign_date: dt.date) -> dict[str, Any]:
-    """The report of a campaign date, from the ledger database."""
-    return campaign_report(load_frames(conn, campaign_date), campaign_date)
+def _synthesis_columns() -> tuple[str, ...]:
+    present = schema.notice_voice_audit.c
+    return SYNTHESIS_COLUMNS + tuple(c for c in OPTIONAL_SYNTHESIS_COLUMNS if c in present)
+
+
+def load_report(
+    conn: sa.Connection,
+    campaign_date: dt.date,
+    capacity_inputs: capacity.CapacityInputs | None = None,
+) -> dict[str, Any]:
+    """The report of a campaign date, from the ledger database.
+
+    :param capacity_inputs: the capacity model's figures where the run measured none
+        (default: ``CapacityInputs()``, CosyVoice3 on four GPU slots)
+    """
+    return campaign_report(load_frames(conn, campaign_date), campaign_date, capacity_inputs)
 
 
 def frames_from_records(
@@ -96,7 +125,7 @@ def frames_from_records(
     return ReportFrames(
         frame(ledger, LEDGER_COLUMNS),
         frame(attempts, ATTEMPT_COLUMNS),
-        frame(synthesis, SYNTHESIS_COLUMNS),
+        frame(synthesis, SYNTHESIS_COLUMNS + OPTIONAL_SYNTHESIS_COLUMNS),
     )
 
 
@@ -209,14 +238,20 @@ def _plain(series: pd.Series) -> list[Any]:
     return series.astype(object).where(series.notna(), None).tolist()
 
 
-def campaign_report(frames: ReportFrames, campaign_date: dt.date) -> dict[str, Any]:
+def campaign_report(
+    frames: ReportFrames,
+    campaign_date: dt.date,
+    capacity_inputs: capacity.CapacityInputs | None = None,
+) -> dict[str, Any]:
     """Counts by state, skip/failure reason, call outcome and notice type; rates by locale
-    (dialect) and notice type; synthesis figures; voices and variants; one item per notice.
+    (dialect) and notice type; synthesis figures; voices and variants; the capacity model
+    against the measured figures; one item per notice.
 
     Deterministic: the same frames give the same dictionary, key order included.
     """
     ledger = frames.ledger.sort_values("notice_id", kind="stable")
     attempts = frames.attempts
+    synthesis = _synthesis(frames.synthesis)
     return {
         "campaign_date": campaign_date.isoformat(),
         "notices": len(ledger),
@@ -228,7 +263,135 @@ def campaign_report(frames: ReportFrames, campaign_date: dt.date) -> dict[str, A
         "by_notice_type": _counts(ledger["notice_type"].fillna("<none>")),
         "rates_by_locale": _rates(ledger, "locale"),
         "rates_by_notice_type": _rates(ledger, "notice_type"),
-        "synthesis": _synthesis(frames.synthesis),
+        "synthesis": synthesis,
         "voices": _voices(frames.synthesis),
+        "capacity": capacity_section(frames, synthesis, capacity_inputs),
         "items": _items(ledger),
+    }
+
+
+# Call outcomes where the line was answered (a person or a machine): the model's answer rate.
+ANSWERED = REACHED | {Outcome.ANSWERING_MACHINE.value}
+
+
+def _mean(series: pd.Series) -> float | None:
+    values = pd.to_numeric(series, errors="coerce").dropna()
+    return float(values.mean()) if len(values) else None
+
+
+def _span_s(start: pd.Series, end: pd.Series) -> pd.Series:
+    """Seconds from ``start`` to ``end``, row by row (missing where either is)."""
+    begun = pd.to_datetime(start, errors="coerce")
+    ended = pd.to_datetime(end, errors="coerce")
+    return (ended - begun).dt.total_seconds()
+
+
+def measured_figures(frames: ReportFrames, synthesis: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's own figures, by the capacity model's names (None where it has none).
+
+    Inputs: ``notices`` (items synthesized, else planned), ``cache_share``,
+    ``audio_s_per_notice``, ``answer_rate``, ``call_share``, ``redial_share``,
+    ``telephone_bytes`` and ``master_bytes`` (where the audit carries them). Outcomes: ``attempts``,
+    ``engine_hours`` (whatever engine rendered), ``time_to_first_call_s`` and
+    ``time_to_last_call_s`` (from the plan's ledger rows to the first and last dialing),
+    ``channel_hours`` (dialed to ended; ``ended_at`` is when the outcome was seen, so an
+    upper bound), ``storage_per_day_bytes``.
+    """
+    ledger, attempts, audit = frames.ledger, frames.attempts, frames.synthesis
+    planned = int((ledger["state"] != "skipped").sum()) if len(ledger) else 0
+    placed = attempts[attempts["call_id"].notna()]
+    ended = placed[placed["outcome"].notna()]
+    called = placed["ledger_id"].nunique()
+    figures: dict[str, Any] = {
+        "notices": synthesis["items"] if synthesis else planned,
+        "cache_share": synthesis["cache_rate"] if synthesis else None,
+        "audio_s_per_notice": (
+            round(synthesis["audio_seconds"] / synthesis["ok"], 3)
+            if synthesis and synthesis["ok"]
+            else None
+        ),
+        "answer_rate": _ratio(ended["outcome"].isin(ANSWERED).sum(), len(ended)),
+        "call_share": _ratio(called, synthesis["items"] if synthesis else planned),
+        "redial_share": _ratio(len(placed) - called, called),
+        "telephone_bytes": None,
+        "master_bytes": None,
+        "attempts": len(placed),
+        "engine_hours": (round(synthesis["engine_seconds"] / 3600.0, 6) if synthesis else None),
+        "time_to_first_call_s": None,
+        "time_to_last_call_s": None,
+        "channel_hours": None,
+        "storage_per_day_bytes": None,
+    }
+    ok = audit[audit["synthesis_status"].eq("ok")] if len(audit) else audit
+    for column in OPTIONAL_SYNTHESIS_COLUMNS:
+        if column in ok:
+            figures[column] = _mean(ok[column])
+    if figures["telephone_bytes"] is not None and figures["master_bytes"] is not None:
+        figures["storage_per_day_bytes"] = round(
+            float(pd.to_numeric(ok["telephone_bytes"], errors="coerce").sum())
+            + float(pd.to_numeric(ok["master_bytes"], errors="coerce").sum())
+        )
+    planned_at = (
+        pd.to_datetime(ledger["created_at"], errors="coerce").max() if len(ledger) else None
+    )
+    dialing = pd.to_datetime(placed["dialing_started_at"], errors="coerce").dropna()
+    if planned_at is not None and not pd.isna(planned_at) and len(dialing):
+        figures["time_to_first_call_s"] = round((dialing.min() - planned_at).total_seconds(), 3)
+        figures["time_to_last_call_s"] = round((dialing.max() - planned_at).total_seconds(), 3)
+    held = _span_s(ended["dialed_at"], ended["ended_at"]).dropna()
+    if len(held):
+        figures["channel_hours"] = round(float(held.clip(lower=0).sum()) / 3600.0, 6)
+    return figures
+
+
+# Figures shown predicted against measured: (name, plan attribute, measured key, unit).
+COMPARED = (
+    ("call attempts", "attempts", "attempts", "calls"),
+    ("GPU-hours (measured: the run's engines)", "gpu_hours", "engine_hours", "h"),
+    ("time to first call", "time_to_first_call_s", "time_to_first_call_s", "s"),
+    ("time to last call", "time_to_last_call_s", "time_to_last_call_s", "s"),
+    ("channel-hours", "channel_hours", "channel_hours", "h"),
+    ("storage per day", "storage_per_day_bytes", "storage_per_day_bytes", "bytes"),
+)
+
+
+def capacity_section(
+    frames: ReportFrames,
+    synthesis: dict[str, Any] | None,
+    inputs: capacity.CapacityInputs | None = None,
+) -> dict[str, Any] | None:
+    """The capacity model on this run's measured figures, beside what the run measured.
+
+    The model's inputs are ``inputs`` (default ``CapacityInputs()``) with every figure the
+    run measured in their place (``measured_inputs`` names them); ``compared`` gives, per
+    figure, the prediction and the measurement (None where the run has none). None for a
+    date with nothing planned.
+    """
+    measured = measured_figures(frames, synthesis)
+    if not measured["notices"]:
+        return None
+    base = inputs or capacity.CapacityInputs()
+    used = capacity.with_measured(base, measured)
+    plan = capacity.plan_capacity(used)
+    taken = sorted(
+        k for k, v in measured.items() if v is not None and hasattr(base, k) and k != "notices"
+    )
+    compared = []
+    for label, attribute, key, unit in COMPARED:
+        predicted = getattr(plan, attribute)
+        actual = measured[key]
+        compared.append(
+            {
+                "figure": label,
+                "unit": unit,
+                "predicted": round(float(predicted), 4),
+                "measured": actual,
+                "ratio": _ratio(actual, predicted) if actual is not None else None,
+            }
+        )
+    return {
+        "inputs": plan.as_dict()["inputs"],
+        "measured_inputs": ["notices", *taken],
+        "plan": {k: v for k, v in plan.as_dict().items() if k != "inputs"},
+        "compared": compared,
     }

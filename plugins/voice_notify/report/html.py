@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 
+from voice_notify import capacity
 from voice_notify.report import charts
 
 
@@ -69,6 +70,41 @@ def _synthesis_rows(synthesis: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("audio delivered", f"{synthesis['audio_seconds']:,.1f} s"),
         ("errors", ", ".join(f"{k} {v}" for k, v in synthesis["by_error"].items()) or "none"),
     ]
+
+
+def _figure(value: Any, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "s":
+        return capacity.duration(float(value))
+    if unit == "bytes":
+        return capacity.size(float(value))
+    if unit == "h":
+        return f"{float(value):,.3f} h"
+    return f"{float(value):,.0f}"
+
+
+def _capacity_rows(section: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The report's capacity section as the page's rows (units as people read them)."""
+    if not section:
+        return None
+    measured = set(section["measured_inputs"])
+    return {
+        "measured_inputs": section["measured_inputs"],
+        "compared": [
+            {
+                "name": row["figure"],
+                "predicted": _figure(row["predicted"], row["unit"]),
+                "measured": _figure(row["measured"], row["unit"]),
+                "ratio": "–" if row["ratio"] is None else f"{row['ratio']:.2f}",
+            }
+            for row in section["compared"]
+        ],
+        "inputs": [
+            (f"{name}{' (measured)' if name in measured else ''}", "–" if v is None else str(v))
+            for name, v in section["inputs"].items()
+        ],
+    }
 
 
 def _rate_section(heading: str, name: str, rates: Mapping[str, Mapping[str, Any]]) -> dict:
@@ -126,6 +162,7 @@ def render(report: Mapping[str, Any]) -> str:
             ),
         ],
         "synthesis_rows": _synthesis_rows(synthesis) if synthesis else [],
+        "capacity": _capacity_rows(report.get("capacity")),
         "share_chart": charts.bar_chart(
             "Fallback and cache rates",
             [
