@@ -301,6 +301,8 @@ def run(
             date_text,
             logs / f"dags-test-{date_text}.log",
             on_wait=_progress(env, DAG_ID, crm_url, campaign_date),
+            # `dags test` synthesizes batch after batch: a larger CRM takes longer.
+            timeout_s=max(1800.0, customers * 0.5),
         )
         state = localrun.dag_run_state(env, DAG_ID, date_text)
         # Late outcomes and redials: the demo's campaign file redials at once, at

@@ -253,6 +253,7 @@ def dags_test(
     *,
     on_wait: Callable[[], None] | None = None,
     every_s: float = 3.0,
+    timeout_s: float = 1800.0,
 ) -> int:
     """``airflow dags test`` for one date; its whole output goes to ``log_path``.
 
@@ -262,7 +263,7 @@ def dags_test(
     """
     binary = Path(sys.executable).with_name("airflow")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + 1800
+    deadline = time.monotonic() + timeout_s
     with log_path.open("w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(
             [str(binary), "dags", "test", dag_id, logical_date],
@@ -273,7 +274,7 @@ def dags_test(
         try:
             while proc.poll() is None:
                 if time.monotonic() > deadline:
-                    raise subprocess.TimeoutExpired(proc.args, 1800)
+                    raise subprocess.TimeoutExpired(proc.args, timeout_s)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=every_s)
                 if proc.poll() is None and on_wait is not None:
