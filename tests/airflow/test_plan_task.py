@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from synthesis.manifest import BatchItem
 from voice_notify import ledger
@@ -20,29 +18,15 @@ DAY = dt.date(2026, 11, 26)
 
 
 @pytest.fixture
-def plan_env(tmp_path, s3_bucket, s3_endpoint, monkeypatch: pytest.MonkeyPatch):
-    from voice_notify.airflow import hooks
+def plan_env(task_connections, monkeypatch: pytest.MonkeyPatch):
     from voice_notify.settings import get_settings
 
-    suffix = uuid.uuid4().hex[:8]
-    db_path = tmp_path / "ledger.sqlite"
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_LEDGER_{suffix.upper()}",
-        json.dumps({"conn_type": "sqlite", "host": str(db_path)}),
-    )
-    monkeypatch.setenv(f"AIRFLOW_CONN_S3_{suffix.upper()}", s3_endpoint.connection_json())
-    monkeypatch.setenv("VOICE_NOTIFY_LEDGER_CONN_ID", f"ledger_{suffix}")
-    monkeypatch.setenv("VOICE_NOTIFY_S3_CONN_ID", f"s3_{suffix}")
-    monkeypatch.setenv("VOICE_NOTIFY_BUCKET", s3_bucket)
     monkeypatch.setenv("VOICE_NOTIFY_INCLUDE_DIR", str(REPO / "include"))
     monkeypatch.setenv("VOICE_NOTIFY_CAMPAIGNS_FILE", str(REPO / "include" / "campaigns.yaml"))
     monkeypatch.setenv("VOICE_NOTIFY_SYNTHESIS_SLOTS", "2")
     get_settings.cache_clear()
-    storage.s3_hook.cache_clear()
-    yield sa.create_engine(f"sqlite:///{db_path}")
+    yield task_connections
     get_settings.cache_clear()
-    storage.s3_hook.cache_clear()
-    hooks.dispose_engines()
 
 
 def _notice(notice_id: int, name: str = "曾小明") -> dict:

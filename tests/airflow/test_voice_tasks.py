@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -19,25 +18,8 @@ PROMPT = "您好，我是您的客户经理，很高兴为您服务，有任何�
 
 
 @pytest.fixture
-def connections(tmp_path, s3_bucket, s3_endpoint, monkeypatch: pytest.MonkeyPatch):
-    from voice_notify.airflow import storage
-    from voice_notify.settings import get_settings
-
-    suffix = uuid.uuid4().hex[:8]
-    db_path = tmp_path / "ledger.sqlite"
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_LEDGER_{suffix.upper()}",
-        json.dumps({"conn_type": "sqlite", "host": str(db_path)}),
-    )
-    monkeypatch.setenv(f"AIRFLOW_CONN_S3_{suffix.upper()}", s3_endpoint.connection_json())
-    monkeypatch.setenv("VOICE_NOTIFY_LEDGER_CONN_ID", f"ledger_{suffix}")
-    monkeypatch.setenv("VOICE_NOTIFY_S3_CONN_ID", f"s3_{suffix}")
-    monkeypatch.setenv("VOICE_NOTIFY_BUCKET", s3_bucket)
-    get_settings.cache_clear()
-    storage.s3_hook.cache_clear()
-    yield sa.create_engine(f"sqlite:///{db_path}")
-    get_settings.cache_clear()
-    storage.s3_hook.cache_clear()
+def connections(task_connections):
+    return task_connections
 
 
 def _params(**changes) -> dict:
