@@ -192,7 +192,9 @@ def test_the_model_against_a_real_run(campaign_run) -> None:
     assert abs(last["measured"] - last["predicted"]) <= allowed
     span_predicted = last["predicted"] - first["predicted"]
     span_measured = last["measured"] - first["measured"]
-    assert abs(span_measured - span_predicted) <= 0.5 + 0.5 * span_predicted
+    # Each batch's dial task starts on its own (a few seconds each on a loaded machine),
+    # which the model leaves out, as it does the worker's start-up.
+    assert abs(span_measured - span_predicted) <= allowed
 
     # ended_at is when a settle pass saw the end: the measured channel time is a bound.
     channel = rows["channel-hours"]

@@ -180,3 +180,22 @@ def _read_png(data: bytes) -> np.ndarray:
         out[y] = line
         previous = line
     return out.reshape(height, width, channels)[:, :, :3]
+
+
+def test_report_shows_each_batch_and_how_far_it_got() -> None:
+    rows, attempts, results = _campaign()
+    first, second = (f"campaigns/{DAY}/all/batches/batch-{n:04d}.jsonl" for n in (0, 1))
+    for row in rows:
+        row["batch_key"] = (
+            None if row["state"] == "skipped" else (first if row["id"] <= 2 else second)
+        )
+    body = campaign_report(frames_from_records(rows, attempts, results), DAY)
+    assert body["batches"] == [
+        {"batch": "batch-0000", "notices": 2, "ended": 2,
+         "by_state": {"completed": 1, "failed": 1}},
+        {"batch": "batch-0001", "notices": 2, "ended": 1,
+         "by_state": {"completed": 1, "synthesized": 1}},
+    ]  # fmt: skip
+    page = render(body)
+    assert "<h2>Batches</h2>" in page and "batch-0001" in page and "synthesized 1" in page
+    assert _report()["batches"] == []  # no batch keys recorded: no batch rows

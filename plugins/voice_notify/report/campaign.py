@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from voice_notify import capacity
 from voice_notify.db import schema
+from voice_notify.ledger import LedgerState
 from voice_notify.settle.outcomes import Outcome
 
 # Call outcomes where the customer heard the notice.
@@ -36,6 +37,7 @@ LEDGER_COLUMNS = (
     "reason_code",
     "outcome",
     "audio_key",
+    "batch_key",
     "created_at",
 )
 ATTEMPT_COLUMNS = (
@@ -233,6 +235,27 @@ def _items(ledger: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+def _batches(ledger: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per batch, in batch order: notices by state and how many have ended (settled,
+    skipped or failed), so an operator sees which batches are done and which still run."""
+    batched = ledger[ledger["batch_key"].notna()]
+    if batched.empty:
+        return []
+    terminal = {s.value for s in LedgerState if s.terminal}
+    rows = []
+    for key, group in batched.groupby("batch_key", sort=False):
+        states = _counts(group["state"])
+        rows.append(
+            {
+                "batch": str(key).rsplit("/", 1)[-1].removesuffix(".jsonl"),
+                "notices": len(group),
+                "ended": int(group["state"].isin(terminal).sum()),
+                "by_state": states,
+            }
+        )
+    return sorted(rows, key=lambda r: (len(r["batch"]), r["batch"]))
+
+
 def _plain(series: pd.Series) -> list[Any]:
     """A column as Python values, missing ones as None (not NaN)."""
     return series.astype(object).where(series.notna(), None).tolist()
@@ -265,6 +288,7 @@ def campaign_report(
         "rates_by_notice_type": _rates(ledger, "notice_type"),
         "synthesis": synthesis,
         "voices": _voices(frames.synthesis),
+        "batches": _batches(ledger),
         "capacity": capacity_section(frames, synthesis, capacity_inputs),
         "items": _items(ledger),
     }
