@@ -4,12 +4,12 @@ the same batches, the extract is read as a stream, the mapped tasks stay bounded
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pytest
 
 from synthesis.manifest import BatchItem
+from tests.support.crm_rows import due_notice
 from voice_notify import ledger
 from voice_notify.airflow import storage, tasks
 
@@ -30,20 +30,7 @@ def plan_env(task_connections, monkeypatch: pytest.MonkeyPatch):
 
 
 def _notice(notice_id: int, name: str = "曾小明") -> dict:
-    return {
-        "notice_id": notice_id,
-        "customer_id": 100 + notice_id,
-        "notice_type": "repayment_reminder",
-        "variables": json.dumps(
-            {"amount": "3280.50", "due_date": DAY.isoformat(), "card_tail": "0427"}
-        ),
-        "due_date": DAY.isoformat(),
-        "customer_name": name,
-        "phone": "138 1234 5678",
-        "preferred_dialect": "mandarin",
-        "time_zone": "Asia/Shanghai",
-        "voice_opt_out": False,
-    }
+    return due_notice(notice_id, DAY, customer_name=name)
 
 
 def _write_extract(notices: list[dict]) -> str:

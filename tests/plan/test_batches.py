@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from synthesis.manifest import MANIFEST_VERSION, BatchItem, VoiceSpec
 from synthesis.text import NoticeComposer
+from tests.support.crm_rows import due_notice
 from voice_notify import ledger
 from voice_notify.db import migrate, schema
 from voice_notify.ledger import LedgerState
@@ -116,24 +117,13 @@ def config():
 
 
 def _notice(notice_id: int, **overrides) -> dict:
-    notice = {
-        "notice_id": notice_id,
+    fields = {
         # Two notices per customer, far apart in notice order (different chunks).
         "customer_id": 1000 + notice_id % 40,
-        "notice_type": "repayment_reminder",
-        "variables": json.dumps(
-            {"amount": "3280.50", "due_date": DAY.isoformat(), "card_tail": "0427"}
-        ),
-        "due_date": DAY.isoformat(),
-        "customer_name": "曾小明",
-        "phone": "138 1234 5678",
-        "preferred_dialect": "mandarin",
-        "time_zone": "Asia/Shanghai",
         "voice_opt_out": notice_id % 9 == 0,
         "birth_year": 1950 if notice_id % 2 else 1990,
     }
-    notice.update(overrides)
-    return notice
+    return due_notice(notice_id, DAY, **{**fields, **overrides})
 
 
 class Manifests(dict):

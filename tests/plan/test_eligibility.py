@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from synthesis.text import NoticeComposer, Segment
+from tests.support.crm_rows import due_notice
 from voice_notify import ledger
 from voice_notify.db import migrate
 from voice_notify.ledger import LedgerState
@@ -31,22 +32,7 @@ def config():
 
 
 def _notice(notice_id: int = 1, **overrides) -> dict:
-    notice = {
-        "notice_id": notice_id,
-        "customer_id": 100 + notice_id,
-        "notice_type": "repayment_reminder",
-        "variables": json.dumps(
-            {"amount": "3280.50", "due_date": DAY.isoformat(), "card_tail": "0427"}
-        ),
-        "due_date": DAY.isoformat(),
-        "customer_name": "曾小明",
-        "phone": "138 1234 5678",
-        "preferred_dialect": "mandarin",
-        "time_zone": "Asia/Shanghai",
-        "voice_opt_out": False,
-    }
-    notice.update(overrides)
-    return notice
+    return due_notice(notice_id, DAY, **overrides)
 
 
 def test_an_eligible_notice_is_planned_with_speech_segments(composer, config) -> None:

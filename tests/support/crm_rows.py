@@ -62,3 +62,24 @@ def synthesized_rows(
         for row in ledger.rows_for_date(conn, day, [LedgerState.PLANNED]):
             ledger.transition(conn, row.id, LedgerState.SYNTHESIZED, audio_key=audio_key)
         return ledger.rows_for_date(conn, day)
+
+
+def due_notice(notice_id: int, day: dt.date, **overrides) -> dict:
+    """One extracted due notice as the plan reads it: a valid repayment reminder due on
+    ``day`` for customer ``100 + notice_id``; ``overrides`` replace fields."""
+    notice = {
+        "notice_id": notice_id,
+        "customer_id": 100 + notice_id,
+        "notice_type": "repayment_reminder",
+        "variables": json.dumps(
+            {"amount": "3280.50", "due_date": day.isoformat(), "card_tail": "0427"}
+        ),
+        "due_date": day.isoformat(),
+        "customer_name": "曾小明",
+        "phone": "138 1234 5678",
+        "preferred_dialect": "mandarin",
+        "time_zone": "Asia/Shanghai",
+        "voice_opt_out": False,
+    }
+    notice.update(overrides)
+    return notice
