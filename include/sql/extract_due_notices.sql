@@ -5,6 +5,8 @@
 -- it picks the tone by age band (the campaign file's `tone`). voice_consent: the
 -- customer's consent to automated calls, needed by notice types whose legal basis is
 -- consent (without the column, those notices are skipped: no_customer_consent).
+-- Ordered by customer: a customer's notices reach the plan together, so the campaign
+-- file's merged_calls can speak them in one call.
 SELECT
     n.id AS notice_id,
     n.notice_type,
@@ -23,4 +25,4 @@ JOIN customers c ON c.id = n.customer_id
 WHERE n.status = 'due'
   AND n.due_date >= :campaign_date
   AND n.due_date <= :horizon_date
-ORDER BY n.id
+ORDER BY c.id, n.id

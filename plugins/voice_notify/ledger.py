@@ -97,13 +97,32 @@ def transition(
     sources = frozenset(from_states) if from_states is not None else allowed
     if not sources <= allowed:
         raise ValueError(f"{to_state} cannot be entered from {sorted(sources - allowed)}")
-    stmt = (
-        schema.dispatch_ledger.update()
-        .where(schema.dispatch_ledger.c.id == ledger_id)
-        .where(schema.dispatch_ledger.c.state.in_([s.value for s in sources]))
-        .values(state=to_state.value, updated_at=_utcnow(), **values)
+    table = schema.dispatch_ledger
+    states = [s.value for s in sources]
+    changes = {"state": to_state.value, "updated_at": _utcnow(), **values}
+    stmt = table.update().where(table.c.id == ledger_id, table.c.state.in_(states))
+    if conn.execute(stmt.values(changes)).rowcount != 1:
+        return False
+    _carry_riders(conn, ledger_id, states, changes)
+    return True
+
+
+def _carry_riders(
+    conn: sa.Connection, ledger_id: int, states: Sequence[str], changes: Mapping[str, Any]
+) -> None:
+    """The same change on the notices spoken in this row's call (``call_with``), in the
+    same transaction: a merged call's notices move together, whoever moves the call.
+
+    Only riders in the same state move: one that left earlier (skipped at dial, another
+    date's claim) stays where it is. Its settlement is per rider
+    (``settle.outcomes.apply_outcomes``): its own confirm key decides its outcome.
+    """
+    table = schema.dispatch_ledger
+    conn.execute(
+        table.update()
+        .where(table.c.call_with == ledger_id, table.c.state.in_(list(states)))
+        .values(dict(changes))
     )
-    return conn.execute(stmt).rowcount == 1
 
 
 def skip_planned(conn: sa.Connection, ledger_ids: Sequence[int], reason_code: str) -> int:
@@ -126,14 +145,13 @@ def skip_planned(conn: sa.Connection, ledger_ids: Sequence[int], reason_code: st
 
 def update_in_state(conn: sa.Connection, ledger_id: int, state: LedgerState, **values: Any) -> bool:
     """Change fields of a row only while it is in ``state`` (no state change)."""
-    stmt = (
-        schema.dispatch_ledger.update()
-        .where(
-            schema.dispatch_ledger.c.id == ledger_id, schema.dispatch_ledger.c.state == state.value
-        )
-        .values(updated_at=_utcnow(), **values)
-    )
-    return conn.execute(stmt).rowcount == 1
+    table = schema.dispatch_ledger
+    changes = {"updated_at": _utcnow(), **values}
+    stmt = table.update().where(table.c.id == ledger_id, table.c.state == state.value)
+    if conn.execute(stmt.values(changes)).rowcount != 1:
+        return False
+    _carry_riders(conn, ledger_id, [state.value], changes)
+    return True
 
 
 def claim_notice(
@@ -189,6 +207,18 @@ def rows_for_date(
     if batch_key is not None:
         query = query.where(schema.dispatch_ledger.c.batch_key == batch_key)
     return list(conn.execute(query.order_by(schema.dispatch_ledger.c.notice_id)))
+
+
+def riders_of(conn: sa.Connection, ledger_ids: Sequence[int]) -> dict[int, list[sa.Row]]:
+    """The rows spoken in these rows' calls (merged calls), by the lead's ledger id."""
+    table = schema.dispatch_ledger
+    riders: dict[int, list[sa.Row]] = {}
+    ids = list(ledger_ids)
+    for start in range(0, len(ids), 5000):
+        query = sa.select(table).where(table.c.call_with.in_(ids[start : start + 5000]))
+        for row in conn.execute(query.order_by(table.c.notice_id)):
+            riders.setdefault(row.call_with, []).append(row)
+    return riders
 
 
 def notices_settled_elsewhere(

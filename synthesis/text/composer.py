@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pathlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, UndefinedError
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    UndefinedError,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
 from synthesis.text.catalogue import Catalogue, VariableSpec
@@ -76,6 +83,15 @@ class NoticeComposer:
                     self._templates[(locale, notice_type)] = environment.get_template(name)
                 except TemplateError as exc:
                     raise ValueError(f"template {name}: {exc}") from exc
+        # What introduces each further notice of a merged call (``compose_call``).
+        self._next_notice: dict[str, Template] = {}
+        for locale in catalogue.locales:
+            try:
+                self._next_notice[locale] = environment.get_template(f"{locale}/_next_notice.j2")
+            except TemplateNotFound:
+                continue  # this locale has no merged calls
+            except TemplateError as exc:
+                raise ValueError(f"template {locale}/_next_notice.j2: {exc}") from exc
         self._read = lru_cache(maxsize=131072)(self._read_uncached)
         self._literal = lru_cache(maxsize=4096)(self._literal_uncached)
         self._skeletons: dict[tuple[str, str], list[Piece]] = {}
@@ -176,6 +192,77 @@ class NoticeComposer:
                 return composed
         return self._assemble(notice_type, locale, skeleton, readings)
 
+    def compose_call(
+        self, locale: str, parts: Sequence[tuple[str, Mapping[str, object], Mapping[str, str]]]
+    ) -> ComposedNotice:
+        """Several notices of one customer as the text of one call (a merged call).
+
+        The first notice's ``disclosure`` and ``greeting`` blocks, its ``body``; for each
+        further notice the locale's ``_next_notice.j2`` and that notice's ``body``; then
+        the first notice's ``closing``. Each part brings its own values and context (its
+        organization, its confirm key).
+
+        :param parts: ``(notice_type, variables, context)`` of each notice, the lead first
+        :raises NoticeTextError: as :meth:`compose`; ``template_error`` when a template
+            lacks the blocks or the locale has no ``_next_notice.j2``
+        """
+        if len(parts) == 1:
+            notice_type, variables, context = parts[0]
+            return self.compose(notice_type, locale, variables, context)
+        readings: list[tuple[str, tuple[Override, ...]]] = []
+        rendered: list[str] = []
+        closing = ""
+        try:
+            for index, (notice_type, variables, context) in enumerate(parts):
+                template, markers = self._part(notice_type, locale, variables, context, readings)
+                if index == 0:
+                    rendered += [_block(template, name, markers) for name in _OPENING]
+                    closing = _block(template, "closing", markers)
+                else:
+                    rendered.append(self._next_notice[locale].render(**markers))
+                    rendered.append(_block(template, "body", markers))
+        except KeyError as exc:
+            raise NoticeTextError("template_error", f"merged call: no {exc} for {locale}") from None
+        except UndefinedError as exc:
+            raise NoticeTextError("missing_variable", str(exc)[:200]) from None
+        except TemplateError as exc:
+            raise NoticeTextError("template_error", str(exc)[:200]) from None
+        skeleton = self._pieces("\n".join(p.strip("\n") for p in [*rendered, closing]), locale)
+        # Each notice may be as long as a notice alone.
+        limit = self.catalogue.max_text_chars * len(parts)
+        return self._assemble(parts[0][0], locale, skeleton, readings, limit)
+
+    def _part(
+        self,
+        notice_type: str,
+        locale: str,
+        variables: Mapping[str, object],
+        context: Mapping[str, str],
+        readings: list[tuple[str, tuple[Override, ...]]],
+    ) -> tuple[Template, dict[str, str]]:
+        """One notice of a merged call: its readings appended to ``readings``, its
+        template, and the markers of its values (numbered after the earlier parts')."""
+        specs = self._specs.get(notice_type)
+        if specs is None:
+            raise NoticeTextError("unknown_notice_type", repr(notice_type)[:80])
+        template = self._templates.get((locale, notice_type))
+        if template is None:
+            raise NoticeTextError("unknown_locale", repr(locale)[:80])
+        unknown = set(variables) - set(specs)
+        if unknown:
+            raise NoticeTextError("unknown_variable", ", ".join(sorted(map(str, unknown)))[:200])
+        first = len(readings)
+        for spec in specs.values():
+            self._add(readings, spec, variables.get(spec.name), locale, "missing_variable")
+        for spec in self.catalogue.context:
+            missing = "empty_name" if spec.type == "person_name" else "missing_context"
+            self._add(readings, spec, context.get(spec.name), locale, missing)
+        names = [*specs, *(spec.name for spec in self.catalogue.context)]
+        markers = {
+            name: _MARK_OPEN + chr(_MARK_BASE + first + index) for index, name in enumerate(names)
+        }
+        return template, markers
+
     def _assemble_sentences(
         self,
         notice_type: str,
@@ -252,6 +339,12 @@ class NoticeComposer:
             raise NoticeTextError("missing_variable", str(exc)[:200]) from None
         except TemplateError as exc:
             raise NoticeTextError("template_error", str(exc)[:200]) from None
+        pieces = self._pieces(rendered, locale)
+        self._skeletons[(locale, notice_type)] = pieces
+        return pieces
+
+    def _pieces(self, rendered: str, locale: str) -> list[Piece]:
+        """Rendered text with value markers as pieces: value slots and normalized literals."""
         pieces: list[Piece] = []
         parts = _MARKER.split(rendered)
         for index, part in enumerate(parts):
@@ -265,7 +358,6 @@ class NoticeComposer:
             text, spans = self._literal(part, locale)
             if text:
                 pieces.append((-1, text, spans))
-        self._skeletons[(locale, notice_type)] = pieces
         return pieces
 
     def _add(
@@ -312,7 +404,9 @@ class NoticeComposer:
         locale: str,
         skeleton: list[Piece],
         readings: list[tuple[str, tuple[Override, ...]]],
+        limit: int | None = None,
     ) -> ComposedNotice:
+        limit = limit or self.catalogue.max_text_chars
         parts: list[str] = []
         overrides: list[Override] = []
         protected: list[tuple[int, int]] = []
@@ -326,14 +420,22 @@ class NoticeComposer:
             parts.append(text)
             offset += len(text)
         full_text = "".join(parts)
-        if len(full_text) > self.catalogue.max_text_chars:
-            raise NoticeTextError(
-                "text_too_long", f"{len(full_text)} > {self.catalogue.max_text_chars} characters"
-            )
+        if len(full_text) > limit:
+            raise NoticeTextError("text_too_long", f"{len(full_text)} > {limit} characters")
         segments = split_segments(full_text, overrides, protected, locale)
         joiner = " " if locale == "en" else ""
         display_text = joiner.join(segment.text for segment in segments)
         return ComposedNotice(notice_type, locale, display_text, segments)
+
+
+#: The blocks of the lead notice that open a merged call, in order.
+_OPENING = ("disclosure", "greeting", "body")
+
+
+def _block(template: Template, name: str, markers: Mapping[str, str]) -> str:
+    """One block of a notice template rendered alone (``KeyError``: no such block)."""
+    render = template.blocks[name]
+    return "".join(render(template.new_context(dict(markers))))
 
 
 def _sentences(skeleton: list[Piece]) -> Sentences:

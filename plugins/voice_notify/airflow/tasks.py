@@ -99,16 +99,18 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
             limits,
             batch_key=lambda index: storage.batch_key(campaign_date, campaign, index),
             write_manifest=storage.put_bytes,
+            merge_pairs=config.merge_pairs(campaign),
         )
     log.info(
-        "plan %s (%s): %d decisions, %d skipped %s, %d waiting for synthesis, %d batches "
-        "(%d new, of %s); seconds %s",
+        "plan %s (%s): %d decisions, %d skipped %s, %d waiting for synthesis (%d merged "
+        "calls), %d batches (%d new, of %s); seconds %s",
         campaign_date,
         campaign,
         summary.decisions,
         sum(summary.reasons.values()),
         {str(reason): n for reason, n in summary.reasons.most_common()},
         summary.waiting,
+        summary.merged_calls,
         len(summary.batch_keys),
         summary.new_batches,
         summary.new_batch_size,

@@ -51,9 +51,16 @@ dispatch_ledger = sa.Table(
     sa.Column("next_attempt_at", sa.DateTime),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # Added by migration 0006, for one call per customer: a notice spoken in another
+    # notice's call (a merged call) holds that row's id here and follows its state
+    # (``ledger.transition``); ``confirm_key`` is the key that confirms this notice on
+    # its call (null: the campaign's).
+    sa.Column("call_with", sa.Integer),
+    sa.Column("confirm_key", sa.String(4)),
     sa.UniqueConstraint("notice_id", "campaign_date", name="uq_ledger_notice_date"),
     sa.Index("ix_ledger_date_state", "campaign_date", "state"),
     sa.Index("ix_ledger_date_batch", "campaign_date", "batch_key"),
+    sa.Index("ix_ledger_call_with", "call_with"),
 )
 
 notice_dial_claims = sa.Table(
@@ -229,6 +236,9 @@ notice_voice_audit = sa.Table(
     sa.Column("engine_seconds", sa.Float),
     sa.Column("resumed", sa.Boolean),
     sa.Column("render_attempts", sa.Integer),
+    # Added by migration 0006: the S3 bytes of the telephone file and of the master.
+    sa.Column("telephone_bytes", sa.BigInteger),
+    sa.Column("master_bytes", sa.BigInteger),
     sa.Index("ix_voice_audit_notice", "notice_id", "campaign_date"),
     sa.Index("ix_voice_audit_date", "campaign_date"),
 )

@@ -194,8 +194,17 @@ class _Dialer:
         self.claimed_elsewhere: set[int] = set()
         self.trail: list[trail.GateEvaluation] = []  # every gate answer, written at the end
         self.phone_reasons: dict[int, str] = {}
+        self.riders: Mapping[int, Sequence[sa.Row]] = {}  # by lead ledger id
 
-    def run(self, rows: Sequence[sa.Row], contacts: Mapping[int, Any]) -> DialCounts:
+    def run(
+        self,
+        rows: Sequence[sa.Row],
+        contacts: Mapping[int, Any],
+        riders: Mapping[int, Sequence[sa.Row]] | None = None,
+    ) -> DialCounts:
+        """Dial ``rows``; ``riders``: by lead ledger id, the notices spoken in its call."""
+        self.riders = riders or {}
+        self.contacts = contacts
         now = self.ctx.now()
         numbers = {}
         for row in rows:
@@ -335,6 +344,7 @@ class _Dialer:
                 )
                 self.counts.skip(Reason.ALREADY_CONTACTED)
                 return
+            self._claim_riders(conn, row)
             if not ledger.transition(
                 conn,
                 row.id,
@@ -364,6 +374,30 @@ class _Dialer:
             compliance.PastAttempt(started, row.notice_type, key)
         )
         self._place(row, number, key)
+
+    def _claim_riders(self, conn: sa.Connection, row: sa.Row) -> None:
+        """The notices spoken in this row's call: each claimed with the call, or set aside
+        (skipped with its reason) when it is no longer due or another date holds it; the
+        call itself goes ahead. The rest enter ``dialing`` with the lead
+        (``ledger.transition``)."""
+        for rider in self.riders.get(row.id, ()):
+            contact = self.contacts.get(rider.notice_id)
+            reason = None
+            if contact is None or contact.status != "due":
+                reason = Reason.NOTICE_NO_LONGER_DUE
+            elif not ledger.claim_notice(conn, rider.notice_id, rider.id, rider.campaign_date):
+                reason = Reason.ALREADY_CONTACTED
+            if reason is not None and ledger.transition(
+                conn,
+                rider.id,
+                LedgerState.SKIPPED,
+                from_states=[LedgerState.SYNTHESIZED],
+                reason_code=reason,
+            ):
+                self.counts.skip(reason)
+                log.info(
+                    "notice %s: left out of its merged call reason=%s", rider.notice_id, reason
+                )
 
     def _gate_locked(
         self,
@@ -594,10 +628,22 @@ def dial_rows(
     counted in ``left_for_reconcile``. The caller fails the task only when
     ``gateway_down`` says most of the calls could not be placed.
     """
-    candidates = [r for r in rows if r.state in (LedgerState.SYNTHESIZED, LedgerState.DIALING)]
+    # A notice spoken in another notice's call (``call_with``) is dialled with that call.
+    candidates = [
+        r
+        for r in rows
+        if r.state in (LedgerState.SYNTHESIZED, LedgerState.DIALING)
+        and getattr(r, "call_with", None) is None
+    ]
+    with ledger_engine.connect() as conn:
+        riders = ledger.riders_of(conn, [r.id for r in candidates])
     with crm_engine.connect() as crm:
-        contacts = _contacts(crm, [r.notice_id for r in candidates])
-    counts = _Dialer(ledger_engine, ctx).run(candidates, contacts)
+        contacts = _contacts(
+            crm,
+            [r.notice_id for r in candidates]
+            + [rider.notice_id for group in riders.values() for rider in group],
+        )
+    counts = _Dialer(ledger_engine, ctx).run(candidates, contacts, riders)
     counts.gateway, counts.place_attempts = ctx.gateway.name, ctx.place_attempts
     if counts.left_for_reconcile:
         log.warning(

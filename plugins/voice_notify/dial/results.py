@@ -25,8 +25,8 @@ def record_synthesis(
     counts = DialCounts()
     recorded: list[tuple[sa.Row, ResultItem]] = []
     for row in rows:
-        if row.state != LedgerState.PLANNED:
-            continue
+        if row.state != LedgerState.PLANNED or getattr(row, "call_with", None) is not None:
+            continue  # a merged call's second notice moves with its lead (no item of its own)
         result = results.get(row.id)
         if result is None:
             reason = Reason.SYNTHESIS_RESULT_MISSING

@@ -150,7 +150,17 @@ def _planned_rows(
 
 
 # What a waiting row carries: its manifest item and voice choice need no more.
-_WAITING_COLUMNS = ("id", "notice_id", "customer_id", "notice_type", "locale", "state", "batch_key")
+_WAITING_COLUMNS = (
+    "id",
+    "notice_id",
+    "customer_id",
+    "notice_type",
+    "locale",
+    "state",
+    "batch_key",
+    "call_with",
+    "confirm_key",
+)
 # Ids per IN list: well under every driver's limit on bound parameters.
 _IN_CHUNK = 5000
 

@@ -155,8 +155,27 @@ class CampaignConfig:
     # Age bands by the customer's age on the campaign date: ``(band, minimum age)``,
     # oldest first; a customer younger than every band, or without a birth date, has none.
     age_bands: tuple[tuple[str, int], ...] = ()
+    # One call per customer: per campaign, the pairs of notice types whose notices of one
+    # customer on one date are spoken in one call (the first type of a pair leads: its
+    # disclosure, greeting and closing). A campaign not listed merges nothing.
+    merged_calls: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # The key that confirms the second notice of a merged call (the first: confirm_key).
+    second_confirm_key: str = "2"
 
     def __post_init__(self) -> None:
+        if self.second_confirm_key in (self.confirm_key, self.optout_key):
+            raise ValueError("second_confirm_key must differ from confirm_key and optout_key")
+        for campaign, pairs in self.merged_calls.items():
+            if campaign not in self.campaigns:
+                raise ValueError(f"merged_calls names unknown campaign {campaign!r}")
+            for pair in pairs:
+                if len(pair) != 2 or pair[0] == pair[1]:
+                    raise ValueError(f"merged_calls.{campaign}: {list(pair)} is not a pair")
+                outside = sorted(set(pair) - set(self.campaigns[campaign]))
+                if outside:
+                    raise ValueError(
+                        f"merged_calls.{campaign}: {outside} not in the campaign's notice types"
+                    )
         bands = {name for name, _ in self.age_bands}
         for notice_type in self.notice_types.values():
             unknown = sorted(set(notice_type.tone) - bands - {"default"})
@@ -177,6 +196,10 @@ class CampaignConfig:
             raise ValueError(
                 f"unknown campaign {campaign!r}; known: {sorted(self.campaigns)}"
             ) from None
+
+    def merge_pairs(self, campaign: str) -> tuple[tuple[str, str], ...]:
+        """The notice-type pairs a campaign speaks in one call (empty: none, the default)."""
+        return self.merged_calls.get(campaign, ())
 
     @property
     def max_lookahead_days(self) -> int:
@@ -264,4 +287,9 @@ def load_campaign_config(path: Path) -> CampaignConfig:
             for name, cfg in raw["notice_types"].items()
         },
         age_bands=_age_bands(raw.get("age_bands")),
+        merged_calls={
+            str(campaign): tuple(tuple(str(t) for t in pair) for pair in pairs or ())
+            for campaign, pairs in (raw.get("merged_calls") or {}).items()
+        },
+        second_confirm_key=str(raw["caller"].get("second_confirm_key", "2")),
     )

@@ -100,21 +100,10 @@ def _decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) ->
         to_e164(notice.get("phone"))
     except InvalidPhoneNumber as exc:
         return skip(exc.reason)
-    variables = notice.get("variables")
-    if isinstance(variables, str):
-        try:
-            variables = json.loads(variables)
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than sense
-            return skip(Reason.INVALID_VARIABLES_JSON)
-    if not isinstance(variables, dict):
+    variables = notice_variables(notice)
+    if variables is None:
         return skip(Reason.INVALID_VARIABLES_JSON)
-    context = {
-        "organization": type_config.organization,
-        "service_phone": type_config.service_phone,
-        "customer_name": notice.get("customer_name") or "",
-        "confirm_key": config.confirm_key,
-        "optout_key": config.optout_key,
-    }
+    context = text_context(notice, config, config.confirm_key)
     try:
         composed = composer.compose(notice_type, locale, variables, context)
     except NoticeTextError as exc:
@@ -128,6 +117,31 @@ def _decide(notice: Mapping[str, Any], composer: Any, config: CampaignConfig) ->
         tuple(segment.to_dict() for segment in composed.segments),
         dialect=(notice.get("preferred_dialect") or "").lower() or None,
     )
+
+
+def notice_variables(notice: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A cleaned notice's template variables (None: not a JSON object)."""
+    variables = notice.get("variables")
+    if isinstance(variables, str):
+        try:
+            variables = json.loads(variables)
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than sense
+            return None
+    return variables if isinstance(variables, dict) else None
+
+
+def text_context(
+    notice: Mapping[str, Any], config: CampaignConfig, confirm_key: str
+) -> dict[str, str]:
+    """What a notice's template says besides its variables: who calls, the keys."""
+    type_config = config.notice_types[notice["notice_type"]]
+    return {
+        "organization": type_config.organization,
+        "service_phone": type_config.service_phone,
+        "customer_name": notice.get("customer_name") or "",
+        "confirm_key": confirm_key,
+        "optout_key": config.optout_key,
+    }
 
 
 def decide_all(

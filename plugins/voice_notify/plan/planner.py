@@ -22,8 +22,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
-import itertools
 import logging
 import time
 from collections import Counter
@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from voice_notify import ledger
 from voice_notify.db import schema, staging
-from voice_notify.plan import batches, eligibility, trail
+from voice_notify.plan import batches, calls, eligibility, trail
 from voice_notify.plan.campaigns import CampaignConfig
 from voice_notify.plan.voices import assign_voices, customer_ages
 from voice_notify.report import audit
@@ -76,6 +76,7 @@ class PlanSummary:
 
     decisions: int = 0
     waiting: int = 0
+    merged_calls: int = 0  # calls that carry two notices of one customer
     reasons: Counter = field(default_factory=Counter)
     batch_keys: list[str] = field(default_factory=list)
     new_batches: int = 0
@@ -92,9 +93,19 @@ class PlanSummary:
 
 
 def chunked(notices: Iterable[Mapping[str, Any]], size: int | None = None) -> Iterable[list]:
-    """The notices in lists of ``size`` (default ``CHUNK``)."""
+    """The notices in lists of about ``size`` (default ``CHUNK``); a list is never cut
+    between two notices of one customer that come one after the other (the extract
+    orders by customer), so a customer's notices can share a call."""
     iterator = iter(notices)
-    while chunk := list(itertools.islice(iterator, size or CHUNK)):
+    chunk: list = []
+    for notice in iterator:
+        if len(chunk) >= (size or CHUNK) and notice.get("customer_id") != chunk[-1].get(
+            "customer_id"
+        ):
+            yield chunk
+            chunk = []
+        chunk.append(notice)
+    if chunk:
         yield chunk
 
 
@@ -108,6 +119,7 @@ def plan_date(
     limits: BatchLimits,
     batch_key: Callable[[int], str],
     write_manifest: Callable[[str, bytes], object],
+    merge_pairs: Sequence[tuple[str, str]] = (),
 ) -> PlanSummary:
     """Plan a campaign date: decisions into the ledger, batches, a manifest per batch.
 
@@ -116,6 +128,8 @@ def plan_date(
     :param notices: the extract's rows, streamed
     :param batch_key: the key of the campaign's batch number ``n``
     :param write_manifest: stores a manifest's bytes under a key
+    :param merge_pairs: the notice-type pairs whose notices of one customer share a call
+        (``CampaignConfig.merge_pairs``; none by default)
     """
     summary = PlanSummary()
     decided_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -141,9 +155,11 @@ def plan_date(
                     book,
                     decided_at,
                     summary,
+                    merge_pairs,
                 )
         with conn.begin(), summary.timed("batches"):
             _assign_batches(conn, campaign_date, limits, batch_key, summary)
+            calls.batch_riders(conn, campaign_date)
         with conn.begin(), summary.timed("manifests"):
             _write_manifests(conn, campaign_date, summary, write_manifest)
     finally:
@@ -173,6 +189,7 @@ def _plan_chunk(
     book: Any,
     decided_at: dt.datetime,
     summary: PlanSummary,
+    merge_pairs: Sequence[tuple[str, str]] = (),
 ) -> None:
     with summary.timed("decide"):
         decisions = eligibility.decide_all(chunk, campaign_date, notice_types, composer, config)
@@ -180,6 +197,8 @@ def _plan_chunk(
         decisions = assign_voices(
             decisions, book, config, campaign_date, customer_ages(chunk, campaign_date)
         )
+    with summary.timed("merge"):
+        decisions, merged = calls.merge_calls(chunk, decisions, merge_pairs, config, composer)
     with summary.timed("ledger"):
         claimed = ledger.notices_settled_elsewhere(
             conn, [d.notice_id for d in decisions], campaign_date
@@ -192,10 +211,21 @@ def _plan_chunk(
             conn, decisions, campaign_date, config, decided_at, claimed_elsewhere=claimed
         )
     by_notice = {d.notice_id: d for d in decisions}
+    riders: set[int] = set()
+    if merged or any(row.call_with is not None or row.confirm_key for row in waiting):
+        with summary.timed("merge"):
+            riders, dropped = calls.record_merges(conn, merged, waiting, config)
+        for call in dropped:  # its lead speaks its own text after all
+            by_notice[call.lead] = dataclasses.replace(
+                by_notice[call.lead], segments=call.lead_segments
+            )
+        summary.merged_calls += len(merged) - len(dropped)
     with summary.timed("audit"):
         audit.record_voice_choices(conn, audit.voice_choices(waiting, by_notice, campaign_date))
     with summary.timed("stage"):
-        items = batches.batch_items(waiting, by_notice, campaign_date)
+        items = batches.batch_items(
+            [row for row in waiting if row.id not in riders], by_notice, campaign_date
+        )
         if items:
             staging.load(
                 conn,

@@ -158,6 +158,8 @@ _RESULT_FIELDS = (
     "engine_seconds",
     "resumed",
     "render_attempts",
+    "telephone_bytes",
+    "master_bytes",
 )
 
 
@@ -193,6 +195,8 @@ def record_synthesis(conn: sa.Connection, results: Iterable[tuple[Any, Any]]) ->
             "engine_seconds": result.engine_seconds,
             "resumed": bool(result.resumed),
             "render_attempts": result.attempts,
+            "telephone_bytes": result.telephone_bytes,
+            "master_bytes": result.master_bytes,
             "updated_at": now,
         }
         for row, result in results

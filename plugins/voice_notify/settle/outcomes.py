@@ -18,6 +18,7 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
+from voice_notify import ledger
 from voice_notify.db import schema, staging
 from voice_notify.gateway.base import CallState, CallStatus, VoiceGateway, call_statuses
 from voice_notify.ledger import LedgerState
@@ -118,10 +119,13 @@ class ReconcileCounts:
 
 
 def open_calls(conn: sa.Connection, dates: Iterable[dt.date]) -> list[sa.Row]:
-    """Ledger rows whose call was placed and has not ended yet."""
+    """Ledger rows whose call was placed and has not ended yet (a merged call's second
+    notice is settled with its lead, in ``apply_outcomes``)."""
     table = schema.dispatch_ledger
     query = sa.select(table).where(
-        table.c.campaign_date.in_(sorted(set(dates))), table.c.state == LedgerState.DIALED.value
+        table.c.campaign_date.in_(sorted(set(dates))),
+        table.c.state == LedgerState.DIALED.value,
+        table.c.call_with.is_(None),
     )
     return list(conn.execute(query.order_by(table.c.id)))
 
@@ -307,14 +311,19 @@ def apply_outcomes(
     """Record the end of these calls in one transaction: the attempts, then the rows.
 
     Each row moves only from ``dialed`` (a conditional UPDATE, as every ledger change):
-    a pass that runs beside another finds the row moved and changes nothing.
+    a pass that runs beside another finds the row moved and changes nothing. The notices
+    a merged call carried besides its lead (``call_with``) settle with it: the lead's
+    settlement (completed, redial or failed), each its own outcome from its own confirm
+    key; the call's one attempt stays the lead's.
     """
     if not ended:
         return []
     stamp = now.astimezone(dt.UTC).replace(tzinfo=None)
     attempts, ledger_rows, decided = [], [], []
+    with engine.connect() as conn:
+        riders = ledger.riders_of(conn, [row.id for row, _ in ended])
     for row, status in ended:
-        outcome = outcome_of(status, config.confirm_key, config.optout_key)
+        outcome = outcome_of(status, row.confirm_key or config.confirm_key, config.optout_key)
         type_config = config.notice_types.get(row.notice_type)
         policy = type_config.redial if type_config else None
         settlement = settlement_of(status, outcome, row.attempt, policy)
@@ -330,6 +339,11 @@ def apply_outcomes(
         )
         ledger_rows.append(_settled_values(row, settlement, status, outcome, stamp, policy))
         decided.append((outcome, settlement))
+        for rider in riders.get(row.id, ()):
+            if rider.state != LedgerState.DIALED:
+                continue  # left out of the call at dial time
+            own = outcome_of(status, rider.confirm_key or config.confirm_key, config.optout_key)
+            ledger_rows.append(_settled_values(rider, settlement, status, own, stamp, policy))
     table, tries = schema.dispatch_ledger, schema.call_attempts
     with engine.begin() as conn:
         with staging.staged(conn, _ATTEMPT_ENDS, attempts) as ends:

@@ -53,7 +53,9 @@ def build_write_back(rows: Sequence[sa.Row], attempts: Sequence[sa.Row]) -> Writ
         for a in attempts
         if a.outcome is not None
     ]
+    # The call's opt-out is the customer's: written once, from the call's own attempt.
     opt_outs = [{"notice_id": a.notice_id} for a in attempts if a.outcome == Outcome.OPTED_OUT]
+    attempt_rows += _carried_attempts(rows, attempts)
     statuses = []
     for row in rows:
         state = LedgerState(row.state)
@@ -68,6 +70,43 @@ def build_write_back(rows: Sequence[sa.Row], attempts: Sequence[sa.Row]) -> Writ
             }
         )
     return WriteBack(attempt_rows, statuses, opt_outs)
+
+
+def _carried_attempts(rows: Sequence[sa.Row], attempts: Sequence[sa.Row]) -> list[dict]:
+    """The contact attempts of the notices a merged call carried besides its lead: the
+    lead's attempts, each with the outcome it had for this notice (its own confirm key
+    decides confirmed or completed). A notice left out of the call at its n-th attempt
+    (skipped at dial) was in the calls before that one only."""
+    by_ledger: dict[int, list[sa.Row]] = {}
+    for attempt in attempts:
+        if attempt.outcome is not None:
+            by_ledger.setdefault(attempt.ledger_id, []).append(attempt)
+    carried = []
+    for row in rows:
+        if getattr(row, "call_with", None) is None:
+            continue
+        last = row.attempt - (row.state == LedgerState.SKIPPED)
+        for a in by_ledger.get(row.call_with, ()):
+            if a.attempt > last:
+                continue
+            outcome = a.outcome
+            if outcome in (Outcome.CONFIRMED, Outcome.COMPLETED):
+                heard = a.key_pressed is not None and a.key_pressed == row.confirm_key
+                outcome = Outcome.CONFIRMED.value if heard else Outcome.COMPLETED.value
+            carried.append(
+                {
+                    "notice_id": row.notice_id,
+                    "campaign_date": a.campaign_date,
+                    "attempt_no": a.attempt,
+                    "call_id": a.call_id,
+                    "outcome": outcome,
+                    "key_pressed": a.key_pressed,
+                    "audio_key": a.audio_key,
+                    "dialed_at": a.dialed_at,
+                    "ended_at": a.ended_at,
+                }
+            )
+    return carried
 
 
 def load_write_back(conn: sa.Connection, dates: Iterable[dt.date]) -> WriteBack:

@@ -1,0 +1,271 @@
+"""One call per customer: two notices of one customer merged into one call, end to end on
+each ledger/CRM backend: the real extract SQL, the plan, the recorded synthesis results,
+dialing against the gateway simulator, settling from stored callbacks, the write-back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from synthesis.manifest import ResultItem
+from synthesis.text import NoticeComposer
+from tests.dial.test_dialer import ALL_DAY, DAY, NOON_UTC, _calls, _ctx
+from voice_notify import ledger
+from voice_notify.db import migrate, schema
+from voice_notify.dial import dialer
+from voice_notify.dial.results import record_synthesis
+from voice_notify.extract import due_notices
+from voice_notify.gateway.base import CallEvent
+from voice_notify.gateway.http import SimulatorGateway
+from voice_notify.plan import planner
+from voice_notify.plan.campaigns import load_campaign_config
+from voice_notify.settle import intake, writeback
+from voice_notify.settle import outcomes as settle
+from voice_notify_dev import demo_crm
+
+INCLUDE = Path(__file__).resolve().parents[2] / "include"
+PAIR = ("repayment_reminder", "policy_renewal")
+CONFIG = dataclasses.replace(
+    load_campaign_config(INCLUDE / "demo" / "campaigns.yaml"),
+    calling_hours=ALL_DAY,
+    merged_calls={"all": (PAIR,)},
+)
+VARIABLES = {
+    "repayment_reminder": {"amount": "3280.50", "due_date": DAY.isoformat(), "card_tail": "0427"},
+    "policy_renewal": {"policy_no": "P2026A0815", "premium": 1288.05, "expiry_date": "2026-12-31"},
+}
+# Customer 1 has a repayment reminder (11) and a policy renewal (12) due; customer 2 a
+# repayment reminder (21) only.
+NOTICES = {11: (1, PAIR[0]), 12: (1, PAIR[1]), 21: (2, PAIR[0])}
+
+
+@pytest.fixture(scope="module")
+def composer() -> NoticeComposer:
+    return NoticeComposer.load(INCLUDE)
+
+
+def _seed(engine: sa.Engine) -> None:
+    demo_crm.create_schema(engine)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            demo_crm.customers.insert(),
+            [
+                {"id": 1, "name": "曾小明", "phone": "13812340001", "voice_opt_out": False},
+                {"id": 2, "name": "李华", "phone": "13812340002", "voice_opt_out": False},
+            ],
+        )
+        conn.execute(
+            demo_crm.notices.insert(),
+            [
+                {
+                    "id": notice,
+                    "customer_id": customer,
+                    "notice_type": kind,
+                    "variables": json.dumps(VARIABLES[kind]),
+                    "due_date": DAY,
+                }
+                for notice, (customer, kind) in NOTICES.items()
+            ],
+        )
+
+
+def _plan(engine: sa.Engine, composer, config=CONFIG, campaign="all"):
+    manifests: dict[str, bytes] = {}
+    with engine.connect() as conn:
+        notices = list(due_notices(conn, DAY, config))
+    with engine.connect() as conn:
+        summary = planner.plan_date(
+            conn,
+            iter(notices),
+            DAY,
+            config.notice_types_of(campaign),
+            composer,
+            config,
+            planner.BatchLimits(8, 1, 1024, 2000),
+            batch_key=lambda i: f"campaigns/{DAY}/{campaign}/batches/batch-{i:04d}.jsonl",
+            write_manifest=lambda key, body: manifests.__setitem__(key, body),
+            merge_pairs=config.merge_pairs(campaign),
+        )
+    items = [json.loads(line) for body in manifests.values() for line in body.splitlines()]
+    return summary, items
+
+
+def _rows(engine: sa.Engine) -> dict[int, sa.Row]:
+    with engine.connect() as conn:
+        return {r.notice_id: r for r in ledger.rows_for_date(conn, DAY)}
+
+
+def _synthesize_and_dial(engine: sa.Engine, items, gateway, audio_url) -> None:
+    """The worker's results for the manifest items recorded, then every due call placed."""
+    results = {
+        item["ledger_id"]: ResultItem(
+            item["ledger_id"], item["notice_id"], "ok", "espeak-ng", 1, "audio/tone.wav"
+        )
+        for item in items
+    }
+    with engine.begin() as conn:
+        record_synthesis(conn, ledger.rows_for_date(conn, DAY), results)
+    _dial(engine, gateway, audio_url)
+
+
+def _dial(engine: sa.Engine, gateway, audio_url) -> dialer.DialCounts:
+    with engine.connect() as conn:
+        rows = ledger.rows_for_date(conn, DAY)
+    return dialer.dial_rows(engine, engine, rows, _ctx(gateway, audio_url, config=CONFIG))
+
+
+def _end_call(engine: sa.Engine, notice_id: int, state: str, key: str | None = None) -> None:
+    """The gateway's callbacks for the call now carrying ``notice_id``, then a settle pass
+    from them alone."""
+    call_id = _rows(engine)[notice_id].call_id
+    events = [CallEvent(call_id, state, 4, answered_by="human")]
+    if key is not None:
+        events.append(CallEvent(call_id, "digits", 3, key_pressed=key))
+    intake.store_events(engine, events, "test")
+    settle.settle_calls(engine, [DAY], None, CONFIG, NOON_UTC)
+
+
+def _write_back(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        plan = writeback.load_write_back(conn, [DAY])
+    return writeback.write_back(engine, plan)
+
+
+def _crm(engine: sa.Engine):
+    with engine.connect() as conn:
+        notices = {r.id: r for r in conn.execute(sa.select(demo_crm.notices))}
+        attempts = conn.execute(
+            sa.select(demo_crm.contact_attempts).order_by(
+                demo_crm.contact_attempts.c.notice_id, demo_crm.contact_attempts.c.attempt_no
+            )
+        ).all()
+        opted = {r.id for r in conn.execute(sa.select(demo_crm.customers)) if r.voice_opt_out}
+    return notices, attempts, opted
+
+
+def _attempts_of(engine: sa.Engine, customer_id: int) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(schema.call_attempts).where(schema.call_attempts.c.customer_id == customer_id)
+        ).all()
+
+
+def test_two_notices_of_a_customer_are_one_call_with_two_outcomes(
+    db_engine, simulator, audio_url, composer
+):
+    _seed(db_engine)
+    summary, items = _plan(db_engine, composer)
+    rows = _rows(db_engine)
+    assert summary.merged_calls == 1
+    # One manifest item for the merged call, one for customer 2; none for notice 12.
+    assert sorted(item["notice_id"] for item in items) == [11, 21]
+    merged_text = "".join(
+        s["text"] for item in items if item["notice_id"] == 11 for s in item["segments"]
+    )
+    assert merged_text.count("本通话语音由人工智能合成") == 1  # one AI disclosure
+    assert merged_text.count("您好") == 1  # one greeting
+    assert "还有一条来自示例人寿保险的通知" in merged_text and "确认续保请按二" in merged_text
+    assert merged_text.count("如不希望再接到此类语音通知") == 1
+    assert (rows[12].call_with, rows[12].confirm_key) == (rows[11].id, "2")
+    assert rows[12].batch_key == rows[11].batch_key and rows[11].confirm_key == "1"
+
+    gateway = SimulatorGateway(simulator.url)
+    _synthesize_and_dial(db_engine, items, gateway, audio_url)
+    rows = _rows(db_engine)
+    placed = [call["idempotency_key"] for call in _calls(simulator)]
+    assert sorted(placed) == sorted(dialer.idempotency_key(n, DAY, 1) for n in (11, 21))
+    assert rows[12].state == "dialed" and rows[12].call_id == rows[11].call_id
+    assert rows[12].audio_key == "audio/tone.wav"
+    assert len(_attempts_of(db_engine, 1)) == 1  # the caps count one call
+
+    _end_call(db_engine, 11, "completed", key="2")  # the second notice's confirm key
+    _end_call(db_engine, 21, "completed")
+    rows = _rows(db_engine)
+    assert {n: (r.state, r.outcome) for n, r in rows.items()} == {
+        11: ("completed", "completed"),
+        12: ("completed", "confirmed"),
+        21: ("completed", "completed"),
+    }
+    counts = _write_back(db_engine)
+    assert counts["opt_outs"] == 0
+    notices, attempts, opted = _crm(db_engine)
+    assert (notices[11].status, notices[11].status_reason) == ("delivered", "completed")
+    assert (notices[12].status, notices[12].status_reason) == ("delivered", "confirmed")
+    by_notice = {a.notice_id: a for a in attempts}
+    assert by_notice[12].call_id == by_notice[11].call_id == rows[11].call_id
+    assert (by_notice[11].outcome, by_notice[12].outcome) == ("completed", "confirmed")
+    assert opted == set()
+
+
+def test_a_merged_call_is_redialled_as_one_call(db_engine, simulator, audio_url, composer):
+    _seed(db_engine)
+    _, items = _plan(db_engine, composer)
+    gateway = SimulatorGateway(simulator.url)
+    _synthesize_and_dial(db_engine, items, gateway, audio_url)
+    _end_call(db_engine, 11, "busy")
+    rows = _rows(db_engine)
+    for notice in (11, 12):  # both wait for the redial, as one
+        assert (rows[notice].state, rows[notice].attempt, rows[notice].reason_code) == (
+            "synthesized",
+            2,
+            "busy",
+        )
+    _dial(db_engine, gateway, audio_url)
+    rows = _rows(db_engine)
+    keys = [call["idempotency_key"] for call in _calls(simulator)]
+    assert keys.count(dialer.idempotency_key(11, DAY, 2)) == 1
+    assert not any(key.startswith("vn-12-") for key in keys)  # never a call of its own
+    assert rows[12].call_id == rows[11].call_id and rows[12].attempt == 2
+    assert len(_attempts_of(db_engine, 1)) == 2  # two calls, each counted once
+
+    _end_call(db_engine, 11, "completed", key="1")  # the first notice's confirm key
+    rows = _rows(db_engine)
+    assert (rows[11].outcome, rows[12].outcome) == ("confirmed", "completed")
+    _write_back(db_engine)
+    notices, attempts, _ = _crm(db_engine)
+    assert [(a.notice_id, a.attempt_no, a.outcome) for a in attempts if a.notice_id != 21] == [
+        (11, 1, "busy"),
+        (11, 2, "confirmed"),
+        (12, 1, "busy"),
+        (12, 2, "completed"),
+    ]
+    assert (notices[12].status, notices[12].status_reason) == ("delivered", "completed")
+
+
+def test_an_opt_out_on_a_merged_call_opts_the_customer_out_once(
+    db_engine, simulator, audio_url, composer
+):
+    _seed(db_engine)
+    _, items = _plan(db_engine, composer)
+    _synthesize_and_dial(db_engine, items, SimulatorGateway(simulator.url), audio_url)
+    _end_call(db_engine, 11, "completed", key="9")
+    rows = _rows(db_engine)
+    assert (rows[11].outcome, rows[12].outcome) == ("opted_out", "opted_out")
+    counts = _write_back(db_engine)
+    assert counts["opt_outs"] == 1  # one call, one opt-out
+    notices, _, opted = _crm(db_engine)
+    assert opted == {1}
+    assert {notices[n].status_reason for n in (11, 12)} == {"opted_out"}
+    assert _write_back(db_engine) == counts  # a re-run writes the same
+
+
+def test_merging_is_off_unless_the_campaign_lists_the_pair(db_engine, composer):
+    _seed(db_engine)
+    summary, items = _plan(db_engine, composer, config=dataclasses.replace(CONFIG, merged_calls={}))
+    assert summary.merged_calls == 0
+    assert sorted(item["notice_id"] for item in items) == [11, 12, 21]
+    assert {r.call_with for r in _rows(db_engine).values()} == {None}
+
+
+def test_a_second_plan_keeps_the_merged_call(db_engine, composer):
+    _seed(db_engine)
+    first, items = _plan(db_engine, composer)
+    rows = _rows(db_engine)
+    again, items_again = _plan(db_engine, composer)
+    assert items_again == items and again.batch_keys == first.batch_keys
+    assert _rows(db_engine) == rows
