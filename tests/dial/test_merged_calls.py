@@ -23,6 +23,7 @@ from voice_notify.gateway.base import CallEvent
 from voice_notify.gateway.http import SimulatorGateway
 from voice_notify.plan import planner
 from voice_notify.plan.campaigns import load_campaign_config
+from voice_notify.report.campaign import load_report
 from voice_notify.settle import intake, writeback
 from voice_notify.settle import outcomes as settle
 from voice_notify_dev import demo_crm
@@ -104,7 +105,13 @@ def _synthesize_and_dial(engine: sa.Engine, items, gateway, audio_url) -> None:
     """The worker's results for the manifest items recorded, then every due call placed."""
     results = {
         item["ledger_id"]: ResultItem(
-            item["ledger_id"], item["notice_id"], "ok", "espeak-ng", 1, "audio/tone.wav"
+            item["ledger_id"],
+            item["notice_id"],
+            "ok",
+            "espeak-ng",
+            1,
+            "audio/tone.wav",
+            telephone_bytes=8044,
         )
         for item in items
     }
@@ -200,6 +207,21 @@ def test_two_notices_of_a_customer_are_one_call_with_two_outcomes(
     assert by_notice[12].call_id == by_notice[11].call_id == rows[11].call_id
     assert (by_notice[11].outcome, by_notice[12].outcome) == ("completed", "confirmed")
     assert opted == set()
+
+    with db_engine.connect() as conn:
+        report = load_report(conn, DAY)
+        stored = conn.execute(
+            sa.select(
+                schema.notice_voice_audit.c.notice_id, schema.notice_voice_audit.c.telephone_bytes
+            )
+        ).all()
+    assert report["merged_calls"] == {"calls": 1, "notices_carried": 1}
+    assert report["calls"] == 2 and report["notices"] == 3
+    assert report["by_outcome"] == {"completed": 2, "confirmed": 1}
+    # The audio's bytes as the worker stored them, per notice that has audio of its own.
+    assert {n: b for n, b in stored if b is not None} == {11: 8044, 21: 8044}
+    assert report["capacity"]["inputs"]["telephone_bytes"] == 8044
+    assert "telephone_bytes" in report["capacity"]["measured_inputs"]
 
 
 def test_a_merged_call_is_redialled_as_one_call(db_engine, simulator, audio_url, composer):

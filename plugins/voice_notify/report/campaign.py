@@ -39,6 +39,7 @@ LEDGER_COLUMNS = (
     "audio_key",
     "batch_key",
     "created_at",
+    "call_with",  # a notice spoken in another notice's call (a merged call)
 )
 ATTEMPT_COLUMNS = (
     "ledger_id",
@@ -256,6 +257,13 @@ def _batches(ledger: pd.DataFrame) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (len(r["batch"]), r["batch"]))
 
 
+def _merged_calls(ledger: pd.DataFrame) -> dict[str, int]:
+    """Calls that carried two notices of one customer (``merged_calls`` of the campaign
+    file): how many, and how many notices rode in them besides their leads."""
+    riders = ledger["call_with"].dropna()
+    return {"calls": int(riders.nunique()), "notices_carried": len(riders)}
+
+
 def _plain(series: pd.Series) -> list[Any]:
     """A column as Python values, missing ones as None (not NaN)."""
     return series.astype(object).where(series.notna(), None).tolist()
@@ -280,6 +288,7 @@ def campaign_report(
         "notices": len(ledger),
         "calls": int(attempts["call_id"].notna().sum()),
         "calls_by_outcome": _counts(attempts["outcome"].fillna("open")),
+        "merged_calls": _merged_calls(ledger),
         "by_state": _counts(ledger["state"]),
         "by_reason": _counts(ledger["reason_code"]),
         "by_outcome": _counts(ledger["outcome"]),
@@ -350,10 +359,15 @@ def measured_figures(frames: ReportFrames, synthesis: dict[str, Any] | None) -> 
     for column in OPTIONAL_SYNTHESIS_COLUMNS:
         if column in ok:
             figures[column] = _mean(ok[column])
-    if figures["telephone_bytes"] is not None and figures["master_bytes"] is not None:
+    if figures["telephone_bytes"] is not None:
+        # No master bytes where no master is kept (VOICE_NOTIFY_KEEP_MASTER=none): zero.
         figures["storage_per_day_bytes"] = round(
             float(pd.to_numeric(ok["telephone_bytes"], errors="coerce").sum())
-            + float(pd.to_numeric(ok["master_bytes"], errors="coerce").sum())
+            + (
+                float(pd.to_numeric(ok["master_bytes"], errors="coerce").fillna(0).sum())
+                if "master_bytes" in ok
+                else 0.0
+            )
         )
     planned_at = (
         pd.to_datetime(ledger["created_at"], errors="coerce").max() if len(ledger) else None

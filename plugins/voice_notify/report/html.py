@@ -130,6 +130,10 @@ def render(report: Mapping[str, Any]) -> str:
         (f"{report['notices']:,}", "notices"),
         (f"{report['notices'] - by_state.get('skipped', 0):,}", "planned (not skipped)"),
         (f"{report.get('calls', 0):,}", "calls placed (attempts)"),
+        (
+            f"{(report.get('merged_calls') or {}).get('calls', 0):,}",
+            "merged calls (two notices, one call)",
+        ),
         (pct(reached / called if called else None), "reached, of notices called"),
         (pct(synthesis.get("fallback_rate")), "fallback engine"),
         (pct(synthesis.get("cache_rate")), "speech from cache"),
