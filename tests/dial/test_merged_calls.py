@@ -15,6 +15,7 @@ from synthesis.manifest import ResultItem
 from synthesis.text import NoticeComposer
 from tests.dial.test_dialer import ALL_DAY, DAY, NOON_UTC, _calls, _ctx
 from voice_notify import ledger
+from voice_notify.console import pages, queries
 from voice_notify.db import migrate, schema
 from voice_notify.dial import dialer
 from voice_notify.dial.results import record_synthesis
@@ -221,6 +222,25 @@ def test_two_notices_of_a_customer_are_one_call_with_two_outcomes(
     # The audio's bytes as the worker stored them, per notice that has audio of its own.
     assert {n: b for n, b in stored if b is not None} == {11: 8044, 21: 8044}
     assert report["capacity"]["inputs"]["telephone_bytes"] == 8044
+
+    # The console: the second notice's page shows the call it rode in, with its own
+    # outcome and contact attempt; the lead's page lists both notices on the call.
+    with db_engine.connect() as conn:
+        rider = queries.notice_page(conn, 12, DAY)
+        lead = queries.notice_page(conn, 11, DAY)
+    assert rider.merged_call == {"lead": 11, "riders": [12], "is_lead": False, "confirm_key": "2"}
+    assert (
+        [a["notices"] for a in rider.attempts]
+        == [[11, 12]]
+        == [a["notices"] for a in lead.attempts]
+    )
+    assert [(c["notice_id"], c["outcome"]) for c in rider.write_back["contact_attempts"]] == [
+        (12, "confirmed")
+    ]
+    assert [c["notice_id"] for c in lead.write_back["contact_attempts"]] == [11]
+    html = pages.notice("/console", rider)
+    assert "spoken in" in html and 'href="/console/notices/11?date=' in html
+
     assert "telephone_bytes" in report["capacity"]["measured_inputs"]
 
 

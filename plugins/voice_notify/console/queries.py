@@ -7,10 +7,11 @@ the consent relied on (``notice_voice_audit``, ``voice_consents``), the text and
 each engine was given (the batch manifest), the audio, every call attempt with its
 gateway events and key presses, and what the write-back gives the CRM.
 
-Calls: today one call carries one notice, so an attempt's ``notices`` is that notice. When
-one call per customer carries several notices, :func:`notices_on_calls` is the one place
-that changes (a join through the call-membership table), and the page already lists every
-notice a call carried.
+Calls: a call carries its own notice, and in a merged call (one call per customer, the
+campaign file's ``merged_calls``) the notices riding in it (``call_with``). A rider's page
+shows the call's text, audio and attempts (the lead's), its own voice choice and consent,
+and its own outcome and write-back; :func:`notices_on_calls` lists every notice a call
+carried.
 
 Nothing here shows a phone number: the CRM's number is masked before it leaves this module,
 and every id is passed through the same masking the audit CLI uses.
@@ -28,6 +29,7 @@ import sqlalchemy as sa
 
 from synthesis.manifest import BatchItem, parse_lines
 from voice_notify.db import schema
+from voice_notify.ledger import riders_of as ledger_riders
 from voice_notify.phone import mask_phone
 from voice_notify.plan import trail
 from voice_notify.report.audit import masked as _masked
@@ -177,6 +179,8 @@ class NoticePage:
     text: dict[str, Any] | None = None
     crm: dict[str, Any] | None = None
     dates: list[dt.date] = field(default_factory=list)  # other dates of this notice
+    # A merged call: the notice that leads it and the notices riding in it (None: alone).
+    merged_call: dict[str, Any] | None = None
 
 
 def _as_date(value: Any) -> dt.date:
@@ -234,8 +238,15 @@ def notice_page(
     )
     if row is None:
         return None
+    # A merged call's text, audio and attempts are its lead's row's.
+    call_row = row
+    if row["call_with"] is not None:
+        call_row = conn.execute(sa.select(ledger).where(ledger.c.id == row["call_with"]))
+        call_row = call_row.mappings().first() or row
     voice, synthesis = _voice_and_synthesis(conn, row)
-    attempts = _attempts(conn, row)
+    if call_row is not row:
+        _, synthesis = _voice_and_synthesis(conn, {**call_row, "audio_key": row["audio_key"]})
+    attempts = _attempts(conn, call_row)
     page = NoticePage(
         ledger=_masked(dict(row)),
         batch=batch_label(row["batch_key"]),
@@ -245,9 +256,10 @@ def notice_page(
         attempts=attempts,
         write_back=_write_back(row, attempts),
         dates=dates,
+        merged_call=_merged_call(conn, row, call_row),
     )
-    if read_object is not None and row["batch_key"]:
-        page.text = notice_text(read_object, row["batch_key"], row["id"], synthesis)
+    if read_object is not None and call_row["batch_key"]:
+        page.text = notice_text(read_object, call_row["batch_key"], call_row["id"], synthesis)
     if crm_notice is not None:
         page.crm = _crm(crm_notice(notice_id))
     return page
@@ -322,9 +334,29 @@ def _deletions(conn: sa.Connection, keys: Sequence[str | None]) -> dict[str, Any
     return dict(rows.all())
 
 
+def _merged_call(
+    conn: sa.Connection, row: Mapping[str, Any], call_row: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The merged call this row is part of: its lead and riders (None: a call of its own)."""
+    riders = ledger_riders(conn, [call_row["id"]]).get(call_row["id"], [])
+    if not riders:
+        return None
+    return {
+        "lead": call_row["notice_id"],
+        "riders": [r.notice_id for r in riders],
+        "is_lead": row["id"] == call_row["id"],
+        "confirm_key": row["confirm_key"],
+    }
+
+
 def notices_on_calls(conn: sa.Connection, attempts: Sequence[Mapping[str, Any]]) -> dict:
-    """The notices each call attempt carried, by attempt id (today: its own notice)."""
-    return {a["id"]: [a["notice_id"]] for a in attempts}
+    """The notices each call attempt carried, by attempt id: its own notice, then those a
+    merged call carried with it."""
+    riders = ledger_riders(conn, sorted({a["ledger_id"] for a in attempts}))
+    return {
+        a["id"]: [a["notice_id"], *(r.notice_id for r in riders.get(a["ledger_id"], []))]
+        for a in attempts
+    }
 
 
 def _attempts(conn: sa.Connection, row: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -365,8 +397,10 @@ def _write_back(row: Mapping[str, Any], attempts: Sequence[Mapping[str, Any]]) -
             self.__dict__.update(values)
 
     plan = build_write_back([_Row(row)], [_Row(a) for a in attempts])
+    # A merged call's attempts are its lead's: this notice's own contact attempts only.
+    own = [a for a in plan.attempts if a["notice_id"] == row["notice_id"]]
     return _masked(
-        {"status": plan.statuses, "contact_attempts": plan.attempts, "opt_out": bool(plan.opt_outs)}
+        {"status": plan.statuses, "contact_attempts": own, "opt_out": bool(plan.opt_outs)}
     )
 
 
