@@ -311,3 +311,44 @@ def test_a_second_plan_keeps_the_merged_call(db_engine, composer):
     again, items_again = _plan(db_engine, composer)
     assert items_again == items and again.batch_keys == first.batch_keys
     assert _rows(db_engine) == rows
+
+
+def test_a_second_notice_no_longer_due_is_left_out_and_the_call_goes_ahead(
+    db_engine, simulator, audio_url, composer
+):
+    _seed(db_engine)
+    _, items = _plan(db_engine, composer)
+    with db_engine.begin() as conn:  # the policy was renewed after the plan
+        conn.execute(
+            demo_crm.notices.update().where(demo_crm.notices.c.id == 12).values(status="paid")
+        )
+    _synthesize_and_dial(db_engine, items, SimulatorGateway(simulator.url), audio_url)
+    rows = _rows(db_engine)
+    assert (rows[12].state, rows[12].reason_code) == ("skipped", "notice_no_longer_due")
+    assert rows[11].state == "dialed"
+    _end_call(db_engine, 11, "completed", key="2")
+    rows = _rows(db_engine)
+    assert (rows[11].outcome, rows[12].state, rows[12].outcome) == ("completed", "skipped", None)
+    _write_back(db_engine)
+    _, attempts, _ = _crm(db_engine)
+    assert 12 not in {a.notice_id for a in attempts}
+
+
+def test_the_campaign_file_names_only_pairs_of_the_campaigns_types():
+    base = dataclasses.replace(CONFIG, merged_calls={})
+    for bad in (
+        {"nope": (PAIR,)},  # no such campaign
+        {"all": (("repayment_reminder", "repayment_reminder"),)},  # not a pair
+        {"banking": (PAIR,)},  # policy_renewal is not a banking notice type
+    ):
+        with pytest.raises(ValueError, match="merged_calls"):
+            dataclasses.replace(base, merged_calls=bad)
+    with pytest.raises(ValueError, match="second_confirm_key"):
+        dataclasses.replace(base, second_confirm_key=base.optout_key)
+    assert base.merge_pairs("all") == () and CONFIG.merge_pairs("all") == (PAIR,)
+
+
+def test_a_chunk_never_splits_a_customers_notices():
+    notices = [{"notice_id": n, "customer_id": c} for n, c in enumerate([1, 1, 2, 2, 2, 3, 4])]
+    chunks = list(planner.chunked(notices, size=2))
+    assert [[n["customer_id"] for n in chunk] for chunk in chunks] == [[1, 1], [2, 2, 2], [3, 4]]
