@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from typing import Any
@@ -64,9 +65,20 @@ def put_bytes(key: str, data: bytes) -> str:
     return key
 
 
+#: What ``write_jsonl`` holds in memory before it spools to disk.
+SPOOL_BYTES = 16 << 20
+
+
 def write_jsonl(key: str, rows: Iterable[Mapping[str, Any]]) -> str:
-    data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
-    return write_bytes(key, data.encode("utf-8"))
+    """Write the rows as JSON lines, streamed: the lines go into a spooled temporary file
+    (in memory up to 16 MiB, then on disk) and up in one managed (multipart) transfer, so
+    an extract of 500,000 notices is never in memory at once."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        for row in rows:
+            spool.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
+        spool.seek(0)
+        s3_hook().load_file_obj(spool, key=key, bucket_name=get_settings().bucket, replace=True)
+    return key
 
 
 def read_bytes(key: str) -> bytes:

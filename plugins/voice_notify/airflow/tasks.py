@@ -61,14 +61,21 @@ def extract(campaign_date: dt.date, campaign: str) -> dict[str, Any]:
     settings = get_settings()
     config = campaign_config()
     config.notice_types_of(campaign)  # an unknown campaign fails before any work
-    with hooks.engine_for(settings.crm_conn_id).connect() as conn:
-        rows = list(due_notices(conn, campaign_date, config))
     storage.ensure_bucket()
-    key = storage.write_jsonl(storage.due_notices_key(campaign_date, campaign), rows)
-    log.info(
-        "extracted %d due notices for %s (%s) into %s", len(rows), campaign_date, campaign, key
-    )
-    return {"key": key, "count": len(rows)}
+    count = 0
+
+    def counted(rows):
+        nonlocal count
+        for row in rows:
+            count += 1
+            yield row
+
+    # Streamed from a server-side cursor into S3: memory does not grow with the campaign.
+    with hooks.engine_for(settings.crm_conn_id).connect() as conn:
+        rows = due_notices(conn.execution_options(yield_per=5000), campaign_date, config)
+        key = storage.write_jsonl(storage.due_notices_key(campaign_date, campaign), counted(rows))
+    log.info("extracted %d due notices for %s (%s) into %s", count, campaign_date, campaign, key)
+    return {"key": key, "count": count}
 
 
 def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -> list[str]:
