@@ -86,12 +86,16 @@ def transition(
     to_state: LedgerState,
     *,
     from_states: Iterable[LedgerState] | None = None,
+    carry: bool = True,
     **values: Any,
 ) -> bool:
     """Move one row to ``to_state`` if it is in one of ``from_states``.
 
     Returns False when the row was not in an allowed state (another attempt got
     there first, or the work is done); the caller treats that as "not mine".
+
+    :param carry: move the notices riding in this row's call too (a merged call); False
+        only where the caller knows the row has none (it saves a statement per change)
     """
     allowed = _PREDECESSORS[to_state]
     sources = frozenset(from_states) if from_states is not None else allowed
@@ -103,7 +107,8 @@ def transition(
     stmt = table.update().where(table.c.id == ledger_id, table.c.state.in_(states))
     if conn.execute(stmt.values(changes)).rowcount != 1:
         return False
-    _carry_riders(conn, ledger_id, states, changes)
+    if carry:
+        _carry_riders(conn, ledger_id, states, changes)
     return True
 
 
@@ -143,14 +148,18 @@ def skip_planned(conn: sa.Connection, ledger_ids: Sequence[int], reason_code: st
     return moved
 
 
-def update_in_state(conn: sa.Connection, ledger_id: int, state: LedgerState, **values: Any) -> bool:
-    """Change fields of a row only while it is in ``state`` (no state change)."""
+def update_in_state(
+    conn: sa.Connection, ledger_id: int, state: LedgerState, carry: bool = True, **values: Any
+) -> bool:
+    """Change fields of a row only while it is in ``state`` (no state change); ``carry`` as
+    in :func:`transition`."""
     table = schema.dispatch_ledger
     changes = {"updated_at": _utcnow(), **values}
     stmt = table.update().where(table.c.id == ledger_id, table.c.state == state.value)
     if conn.execute(stmt.values(changes)).rowcount != 1:
         return False
-    _carry_riders(conn, ledger_id, [state.value], changes)
+    if carry:
+        _carry_riders(conn, ledger_id, [state.value], changes)
     return True
 
 

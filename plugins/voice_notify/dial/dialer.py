@@ -323,7 +323,11 @@ class _Dialer:
         if verdict.kind is GateResult.WAIT:
             with self.engine.begin() as conn:
                 ledger.update_in_state(
-                    conn, row.id, LedgerState.SYNTHESIZED, next_attempt_at=verdict.until
+                    conn,
+                    row.id,
+                    LedgerState.SYNTHESIZED,
+                    carry=self._carries(row),
+                    next_attempt_at=verdict.until,
                 )
             self.counts.waiting += 1
             self.counts.note(verdict.reason)
@@ -340,7 +344,11 @@ class _Dialer:
                 return
             if not ledger.claim_notice(conn, row.notice_id, row.id, row.campaign_date):
                 ledger.transition(
-                    conn, row.id, LedgerState.SKIPPED, reason_code=Reason.ALREADY_CONTACTED
+                    conn,
+                    row.id,
+                    LedgerState.SKIPPED,
+                    carry=self._carries(row),
+                    reason_code=Reason.ALREADY_CONTACTED,
                 )
                 self.counts.skip(Reason.ALREADY_CONTACTED)
                 return
@@ -350,6 +358,7 @@ class _Dialer:
                 row.id,
                 LedgerState.DIALING,
                 from_states=[LedgerState.SYNTHESIZED],
+                carry=self._carries(row),
                 idempotency_key=key,
                 dialing_started_at=started,
                 call_id=None,
@@ -375,6 +384,10 @@ class _Dialer:
         )
         self._place(row, number, key)
 
+    def _carries(self, row: sa.Row) -> bool:
+        """Whether a change of this row moves other notices (it leads a merged call)."""
+        return bool(self.riders.get(row.id))
+
     def _claim_riders(self, conn: sa.Connection, row: sa.Row) -> None:
         """The notices spoken in this row's call: each claimed with the call, or set aside
         (skipped with its reason) when it is no longer due or another date holds it; the
@@ -392,6 +405,7 @@ class _Dialer:
                 rider.id,
                 LedgerState.SKIPPED,
                 from_states=[LedgerState.SYNTHESIZED],
+                carry=False,  # a rider carries no one
                 reason_code=reason,
             ):
                 self.counts.skip(reason)
@@ -441,11 +455,23 @@ class _Dialer:
         """A row the locked gate refused: skipped for good, or waiting for its time."""
         self._note(row, verdict)
         if verdict.kind is GateResult.SKIP:
-            ledger.transition(conn, row.id, LedgerState.SKIPPED, reason_code=verdict.reason)
+            ledger.transition(
+                conn,
+                row.id,
+                LedgerState.SKIPPED,
+                carry=self._carries(row),
+                reason_code=verdict.reason,
+            )
             self.counts.skip(verdict.reason)
             log.info("notice %s: skipped at dial reason=%s", row.notice_id, verdict.reason)
             return
-        ledger.update_in_state(conn, row.id, LedgerState.SYNTHESIZED, next_attempt_at=verdict.until)
+        ledger.update_in_state(
+            conn,
+            row.id,
+            LedgerState.SYNTHESIZED,
+            carry=self._carries(row),
+            next_attempt_at=verdict.until,
+        )
         self.counts.waiting += 1
         self.counts.note(verdict.reason)
         log.info("notice %s: waits until %s (%s)", row.notice_id, verdict.until, verdict.reason)
@@ -540,6 +566,7 @@ class _Dialer:
                 row.id,
                 LedgerState.DIALED,
                 from_states=[LedgerState.DIALING],
+                carry=self._carries(row),
                 call_id=status.call_id,
                 dialed_at=when,
             )
@@ -557,7 +584,9 @@ class _Dialer:
         self, row: sa.Row, state: LedgerState, reason: str, outcome: str | None = None
     ) -> None:
         with self.engine.begin() as conn:
-            ledger.transition(conn, row.id, state, reason_code=reason, outcome=outcome)
+            ledger.transition(
+                conn, row.id, state, carry=self._carries(row), reason_code=reason, outcome=outcome
+            )
             if outcome is not None:
                 conn.execute(
                     schema.call_attempts.update()
