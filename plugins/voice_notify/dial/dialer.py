@@ -322,16 +322,7 @@ class _Dialer:
             return
         if verdict.kind is GateResult.WAIT:
             with self.engine.begin() as conn:
-                ledger.update_in_state(
-                    conn,
-                    row.id,
-                    LedgerState.SYNTHESIZED,
-                    carry=self._carries(row),
-                    next_attempt_at=verdict.until,
-                )
-            self.counts.waiting += 1
-            self.counts.note(verdict.reason)
-            log.info("notice %s: waits until %s (%s)", row.notice_id, verdict.until, verdict.reason)
+                self._wait(conn, row, verdict)
             return
         key = idempotency_key(row.notice_id, row.campaign_date, row.attempt)
         started = _naive_utc(now)
@@ -465,6 +456,10 @@ class _Dialer:
             self.counts.skip(verdict.reason)
             log.info("notice %s: skipped at dial reason=%s", row.notice_id, verdict.reason)
             return
+        self._wait(conn, row, verdict)
+
+    def _wait(self, conn: sa.Connection, row: sa.Row, verdict: compliance.Verdict) -> None:
+        """A row that may be called later (calling hours, a cap): it waits until then."""
         ledger.update_in_state(
             conn,
             row.id,

@@ -30,8 +30,14 @@ def inventory() -> TokenInventory:
 
 def _rendered(composer, context, inventory, notice_type: str, locale: str) -> str:
     notice = composer.compose(notice_type, locale, ALL_NOTICES[notice_type], context)
-    lines = [f"# {notice_type} ({locale}), variables {sorted(ALL_NOTICES[notice_type])}"]
-    for n, segment in enumerate(notice.segments, start=1):
+    title = f"# {notice_type} ({locale}), variables {sorted(ALL_NOTICES[notice_type])}"
+    return _golden_text(title, notice.segments, inventory)
+
+
+def _golden_text(title: str, segments, inventory) -> str:
+    """Per segment: the spoken text and each engine's input."""
+    lines = [title]
+    for n, segment in enumerate(segments, start=1):
         voice, espeak_text = render_espeak(segment)
         lines += [
             f"[{n}] text:      {segment.text}",
@@ -67,15 +73,9 @@ def _merged(composer, context, inventory, locale: str) -> str:
         for notice_type, key in zip(MERGED, ("1", "2"), strict=True)
     ]
     notice = composer.compose_call(locale, parts)
-    lines = [f"# merged call {' + '.join(MERGED)} ({locale})"]
-    for n, segment in enumerate(notice.segments, start=1):
-        voice, espeak_text = render_espeak(segment)
-        lines += [
-            f"[{n}] text:      {segment.text}",
-            f"[{n}] cosyvoice: {render_cosyvoice3(segment, inventory)}",
-            f"[{n}] espeak:    {voice} | {espeak_text}",
-        ]
-    return "\n".join(lines) + "\n"
+    return _golden_text(
+        f"# merged call {' + '.join(MERGED)} ({locale})", notice.segments, inventory
+    )
 
 
 @pytest.mark.parametrize("locale", LOCALES)
