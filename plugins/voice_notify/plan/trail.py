@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify.db import schema
+from voice_notify.db import schema, staging
 from voice_notify.db.sql import insert_ignoring_duplicates
 from voice_notify.reasons import Reason
 
@@ -239,9 +239,17 @@ def record_evaluations(conn: sa.Connection, evaluations: Iterable[GateEvaluation
     report nothing, counted as 0).
     """
     table = schema.notice_decisions
-    statement = insert_ignoring_duplicates(
-        conn, table, ("notice_id", "campaign_date", "stage", "attempt", "verdict")
-    )
+    keys = ("notice_id", "campaign_date", "stage", "attempt", "verdict")
+    if conn.dialect.name == "postgresql":
+        statement = None  # COPY, then one INSERT ... SELECT per chunk
+    else:
+        statement = insert_ignoring_duplicates(conn, table, keys)
+
+    def write(rows: list[dict[str, Any]]) -> int:
+        if statement is None:
+            return staging.insert_copied(conn, table, rows, keys)
+        return max(conn.execute(statement, rows).rowcount, 0)
+
     written = 0
     chunk: list[dict[str, Any]] = []
     for evaluation in evaluations:
@@ -263,10 +271,10 @@ def record_evaluations(conn: sa.Connection, evaluations: Iterable[GateEvaluation
             }
         )
         if len(chunk) >= _CHUNK:
-            written += max(conn.execute(statement, chunk).rowcount, 0)
+            written += write(chunk)
             chunk = []
     if chunk:
-        written += max(conn.execute(statement, chunk).rowcount, 0)
+        written += write(chunk)
     return written
 
 
