@@ -57,6 +57,14 @@ _waiting_items = sa.Table(
     sa.Column("item", sa.Text, nullable=False),
     prefixes=["TEMPORARY"],
 )
+# Rows without a batch and the new batch each goes into.
+_new_memberships = sa.Table(
+    "vn_plan_new_memberships",
+    sa.MetaData(),
+    sa.Column("b_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("b_batch_key", sa.String(255), nullable=False),
+    prefixes=["TEMPORARY"],
+)
 
 
 @dataclass(frozen=True)
@@ -284,18 +292,23 @@ def _assign_batches(
         max_batch_size=limits.max_batch_size,
     )
     taken, index, new_keys = set(existing), 0, []
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    memberships = []
     for start in range(0, len(unbatched), size):
         while batch_key(index) in taken:
             index += 1
         key = batch_key(index)
         taken.add(key)
-        conn.execute(
-            table.update()
-            .where(table.c.id.in_(unbatched[start : start + size]), table.c.batch_key.is_(None))
-            .values(batch_key=key, updated_at=now)
-        )
+        memberships.extend({"b_id": i, "b_batch_key": key} for i in unbatched[start : start + size])
         new_keys.append(key)
+    if memberships:
+        # One UPDATE from a staged table, not one per batch: a large date has hundreds.
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with staging.staged(conn, _new_memberships, memberships) as staged:
+            conn.execute(
+                table.update()
+                .where(table.c.id == staged.c.b_id, table.c.batch_key.is_(None))
+                .values(batch_key=staged.c.b_batch_key, updated_at=now)
+            )
     summary.batch_keys = sorted(taken, key=lambda k: (len(k), k))
     summary.new_batches = len(new_keys)
     summary.new_batch_size = size if new_keys else None
