@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import enum
 import io
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -64,19 +65,29 @@ def staged(conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> Iterat
 
 # COPY's text format: a backslash, a tab, a newline and a carriage return inside a value
 # are escaped; \N (unescaped) is NULL, so an empty string stays an empty string.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 def _copy_text(value: object) -> str:
+    # Most values are plain text or integers: those first, and text is only rewritten
+    # when it holds a character to escape (a plan encodes millions of values).
+    kind = type(value)
+    if kind is str:
+        if _COPY_SPECIAL.search(value) is None:
+            return value
+        return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m[0]], value)
     if value is None:
         return "\\N"
+    if kind is int:
+        return str(value)
     if isinstance(value, bool):
         return "t" if value else "f"
     if isinstance(value, enum.Enum):
-        value = value.value
+        return _copy_text(value.value)
     if isinstance(value, dt.date):  # datetimes too: ISO text PostgreSQL reads as given
         return value.isoformat(" ") if isinstance(value, dt.datetime) else value.isoformat()
-    return str(value).translate(_COPY_ESCAPES)
+    return _copy_text(str(value))
 
 
 def copy_rows(
