@@ -1,7 +1,9 @@
 """The plan step for a campaign date of any size, in bounded memory.
 
-The extract is read in chunks (``CHUNK`` notices). Each chunk is decided, given its
-voices and written in one transaction, set-based: its ledger rows, its decision trail,
+The extract is read in chunks (``CHUNK`` notices). Each chunk is decided and given its
+voices (by worker processes, when the task has them, while it writes the chunk before:
+that part needs no database), then written in one transaction, set-based (COPY on
+PostgreSQL): its ledger rows, its decision trail,
 the voice choices of its waiting rows, and those rows' manifest lines into a staging
 table of this session. Nothing about a notice outlives its chunk in memory: what the
 plan needs across chunks is in the database.
