@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -327,3 +328,23 @@ def test_worker_processes_plan_what_the_task_alone_plans(
     assert results[2] == results[1]
     assert results[1][1] == {Reason.OPTED_OUT: 6, Reason.INVALID_PHONE: 1}
     assert len(results[2][4]) == 1  # the worker's warning, emitted by the task's process
+
+
+def test_a_process_that_may_not_fork_decides_its_chunks_itself(monkeypatch) -> None:
+    """A daemonic process (a worker pool's own) may not have children: the plan decides in
+    its own process, in order, and says so."""
+    import types
+
+    monkeypatch.setattr(
+        planner.multiprocessing, "current_process", lambda: types.SimpleNamespace(daemon=True)
+    )
+    seen = []
+
+    def decide(chunk):
+        seen.append(os.getpid())
+        return [n * 2 for n in chunk], []
+
+    chunks = [[1, 2], [3], [4, 5]]
+    decided = list(planner._decided(iter(chunks), decide, 2, planner.PlanSummary()))
+    assert decided == [([2, 4], []), ([6], []), ([8, 10], [])]
+    assert set(seen) == {os.getpid()}

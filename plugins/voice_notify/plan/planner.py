@@ -220,6 +220,11 @@ def _decided(
     """Each chunk's decisions and merged calls, in chunk order: decided here, or by
     ``workers`` forked processes while the caller writes the chunk before (at most
     ``workers + 1`` chunks in flight, so memory stays bounded)."""
+    if workers > 1 and multiprocessing.current_process().daemon:
+        # A daemonic process may not have children (a worker pool's own process):
+        # decide here instead, with the same result.
+        log.warning("plan: this process cannot fork workers; deciding in-process")
+        workers = 1
     if workers <= 1:
         for chunk in chunks:
             with summary.timed("decide"):
