@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify.db import schema
+from voice_notify.db import schema, staging
 from voice_notify.db.sql import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,10 @@ def record_plan(conn: sa.Connection, rows: Iterable[Mapping[str, Any]]) -> int:
     for row in payload:
         if row["state"] not in (LedgerState.PLANNED, LedgerState.SKIPPED):
             raise ValueError(f"a plan records planned or skipped rows, not {row['state']!r}")
-    stmt = insert_ignoring_duplicates(conn, schema.dispatch_ledger, ("notice_id", "campaign_date"))
+    keys = ("notice_id", "campaign_date")
+    if conn.dialect.name == "postgresql":
+        return staging.insert_copied(conn, schema.dispatch_ledger, payload, keys)
+    stmt = insert_ignoring_duplicates(conn, schema.dispatch_ledger, keys)
     result = conn.execute(stmt, payload)
     return max(result.rowcount, 0)
 

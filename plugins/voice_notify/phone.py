@@ -92,6 +92,30 @@ def to_e164(raw: object, default_region: str = "CN") -> str:
     text = phone_text(raw)
     if text.startswith("00"):
         text = "+" + text[2:]
+    if default_region == "CN":
+        plain = _CN_MOBILE.fullmatch(text.translate(_GROUPING))
+        if plain:
+            return _valid_cn_mobile(plain[1])
+    return _parsed_e164(text, default_region)
+
+
+# Most CRM numbers are Chinese mobiles written plainly (13812345678, 138-1234-5678,
+# +86 138 1234 5678): their number is known without phonenumbers' general parse, which
+# costs more than the check of its metadata (a plan reads 100,000 numbers). 11x, 12x and
+# 179x are left to the parse: those are China's carrier-select prefixes, which parsing
+# may strip.
+_CN_MOBILE = re.compile(r"(?:\+86)?(1(?:[3-68][0-9]|7[0-8]|9[0-9])[0-9]{8})")
+_GROUPING = str.maketrans("", "", " -")
+
+
+def _valid_cn_mobile(national: str) -> str:
+    number = phonenumbers.PhoneNumber(country_code=86, national_number=int(national))
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidPhoneNumber("not a valid number for its region")
+    return "+86" + national
+
+
+def _parsed_e164(text: str, default_region: str) -> str:
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:

@@ -66,6 +66,8 @@ class Settings:
     # campaign still fills them, and the largest batch one synthesis task may take.
     synthesis_slots: int = 4
     max_batch_size: int = 2000
+    # Processes deciding the plan's chunks beside the task's own (1: the task alone).
+    plan_workers: int = 2
 
     def __post_init__(self) -> None:
         if not self.include_dir.is_dir():
@@ -84,6 +86,8 @@ class Settings:
             raise ValueError("VOICE_NOTIFY_SYNTHESIS_SLOTS must be at least 1")
         if self.max_batch_size < 1:
             raise ValueError("VOICE_NOTIFY_MAX_BATCH_SIZE must be at least 1")
+        if self.plan_workers < 1:
+            raise ValueError("VOICE_NOTIFY_PLAN_WORKERS must be at least 1")
         if self.audio_retention_days < 1:
             # Audio of today's calls is still being dialled and redialled.
             raise ValueError("VOICE_NOTIFY_AUDIO_RETENTION_DAYS must be at least 1")
@@ -151,4 +155,7 @@ def get_settings() -> Settings:
         # The largest batch the plan may make when a campaign is too big for batch_size
         # within Airflow's [core] max_map_length mapped tasks.
         max_batch_size=int(env("VOICE_NOTIFY_MAX_BATCH_SIZE", "2000")),
+        # Text and eligibility are CPU work the task's process would do alone while it
+        # waits on the database: worker processes decide chunks while it writes.
+        plan_workers=int(env("VOICE_NOTIFY_PLAN_WORKERS", "2")),
     )

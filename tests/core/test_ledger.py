@@ -69,3 +69,33 @@ def test_plan_rejects_states_beyond_planning(db_engine) -> None:
         ledger.record_plan(
             conn, [{"notice_id": 1, "campaign_date": DAY, "state": LedgerState.COMPLETED}]
         )
+
+
+def test_planned_rows_keep_their_text_exactly_and_inserting_twice_keeps_the_first(
+    db_engine,
+) -> None:
+    # PostgreSQL takes them by COPY: escapes, empty text and NULL must come back as sent.
+    migrate.upgrade(db_engine)
+    odd = {20: "tab\there", 21: "line\nbreak\r", 22: "back\\slash \\N", 23: "", 24: None}
+    rows = [
+        {
+            "notice_id": notice_id,
+            "campaign_date": DAY,
+            "state": LedgerState.SKIPPED,
+            "reason_code": "opted_out" if text is None else None,
+            "notice_type": text,
+            "customer_id": None,
+            "locale": "cmn",
+        }
+        for notice_id, text in odd.items()
+    ]
+    with db_engine.begin() as conn:
+        assert ledger.record_plan(conn, rows) == 5
+        again = [{**row, "locale": "en"} for row in rows[:2]]
+        assert ledger.record_plan(conn, again) == 0
+    with db_engine.connect() as conn:
+        stored = {r.notice_id: r for r in ledger.rows_for_date(conn, DAY)}
+    assert {n: stored[n].notice_type for n in odd} == odd
+    assert {r.locale for r in stored.values()} == {"cmn"}
+    assert stored[24].reason_code == "opted_out" and stored[20].reason_code is None
+    assert stored[20].customer_id is None and stored[20].state == "skipped"

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from voice_notify import phone
 from voice_notify.phone import InvalidPhoneNumber, mask_phone, to_e164
 
 
@@ -104,3 +107,30 @@ def test_numbers_in_free_text_are_redacted() -> None:
     assert redact_numbers("call +86 138 1234 5678 and ١٣٨١٢٣٤٥٦٧٨") == (
         "call +** *** **** 5678 and *******٥٦٧٨"
     )
+
+
+def test_plainly_written_chinese_mobiles_read_as_the_full_parse_reads_them() -> None:
+    # to_e164 skips phonenumbers' general parse for them; every prefix 100-199 (the
+    # carrier-select ones, which parsing may strip, included) in the formats CRMs hold.
+    rng = random.Random(13)
+
+    def outcome(read, text):
+        try:
+            return read(text)
+        except phone.InvalidPhoneNumber as exc:
+            return type(exc)
+
+    for prefix in range(100, 200):
+        for _ in range(20):
+            digits = f"{prefix}{rng.randrange(10**8):08d}"
+            for raw in (
+                digits,
+                f"{digits[:3]}-{digits[3:7]}-{digits[7:]}",
+                f"+86 {digits[:3]} {digits[3:7]} {digits[7:]}",
+                f"0086{digits}",
+                f"{digits} -",
+            ):
+                parsed = raw.replace("0086", "+86", 1) if raw.startswith("00") else raw
+                assert outcome(phone.to_e164, raw) == outcome(
+                    lambda text: phone._parsed_e164(text, "CN"), parsed
+                ), raw

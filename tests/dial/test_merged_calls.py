@@ -76,7 +76,7 @@ def _seed(engine: sa.Engine) -> None:
         )
 
 
-def _plan(engine: sa.Engine, composer, config=CONFIG, campaign="all"):
+def _plan(engine: sa.Engine, composer, config=CONFIG, campaign="all", workers=1):
     manifests: dict[str, bytes] = {}
     with engine.connect() as conn:
         notices = list(due_notices(conn, DAY, config))
@@ -92,6 +92,7 @@ def _plan(engine: sa.Engine, composer, config=CONFIG, campaign="all"):
             batch_key=lambda i: f"campaigns/{DAY}/{campaign}/batches/batch-{i:04d}.jsonl",
             write_manifest=lambda key, body: manifests.__setitem__(key, body),
             merge_pairs=config.merge_pairs(campaign),
+            workers=workers,
         )
     items = [json.loads(line) for body in manifests.values() for line in body.splitlines()]
     return summary, items
@@ -310,6 +311,16 @@ def test_a_second_plan_keeps_the_merged_call(db_engine, composer):
     rows = _rows(db_engine)
     again, items_again = _plan(db_engine, composer)
     assert items_again == items and again.batch_keys == first.batch_keys
+    assert _rows(db_engine) == rows
+
+
+def test_worker_processes_merge_the_calls_the_task_alone_merges(db_engine, composer):
+    _seed(db_engine)
+    by_workers, items = _plan(db_engine, composer, workers=2)
+    rows = _rows(db_engine)
+    alone, items_alone = _plan(db_engine, composer)  # a re-plan, in the task's process
+    assert by_workers.merged_calls == 1
+    assert items_alone == items and alone.batch_keys == by_workers.batch_keys
     assert _rows(db_engine) == rows
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -146,6 +148,7 @@ def _plan(
     slots=2,
     limit=LIMIT,
     campaign="all",
+    workers=1,
 ):
     with engine.connect() as conn:
         return planner.plan_date(
@@ -158,6 +161,7 @@ def _plan(
             planner.BatchLimits(batch_size, slots, limit, 2000),
             batch_key=lambda i: f"campaigns/{DAY}/{campaign}/batches/batch-{i:04d}.jsonl",
             write_manifest=manifests.write,
+            workers=workers,
         )
 
 
@@ -276,3 +280,71 @@ def test_a_campaign_lists_only_its_own_batches(tmp_path, composer, config) -> No
     )
     assert other.batch_keys and mine.batch_keys
     assert all("/my_x/" in key for key in mine.batch_keys)
+
+
+def _written(engine) -> dict[str, list[tuple]]:
+    """What a plan leaves in the ledger database, without ids and times."""
+    tables = {
+        schema.dispatch_ledger: ("notice_id", "state", "reason_code", "locale", "batch_key"),
+        schema.notice_decisions: ("notice_id", "verdict", "result", "reason_code", "checks"),
+        schema.notice_voice_audit: ("notice_id", "voice_profile", "consent_id", "emotion"),
+    }
+    with engine.connect() as conn:
+        return {
+            table.name: sorted(map(tuple, conn.execute(sa.select(*(table.c[c] for c in cols)))))
+            for table, cols in tables.items()
+        }
+
+
+def test_worker_processes_plan_what_the_task_alone_plans(
+    tmp_path, db_url, composer, config, small_chunks, caplog
+) -> None:
+    from voice_notify.db.sql import make_engine
+
+    notices = [_notice(i) for i in range(1, 61)]
+    notices[4] = {**notices[4], "phone": "not a number"}
+    notices[6] = {**notices[6], "notice_id": "x7"}  # no usable id: logged, left out
+    results = {}
+    for workers in (1, 2):
+        # The task alone on each ledger database, the workers on SQLite: what the workers
+        # hand back is the same whatever the database, and so is what ends up in it.
+        if workers == 1:
+            engine = make_engine(db_url)
+        else:
+            engine = sa.create_engine(f"sqlite:///{tmp_path / 'workers.sqlite'}")
+        migrate.upgrade(engine)
+        manifests = Manifests()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="voice_notify"):
+            summary = _plan(engine, notices, composer, config, manifests, workers=workers)
+        results[workers] = (
+            summary.batch_keys,
+            summary.reasons,
+            dict(manifests),
+            _written(engine),
+            [r.getMessage() for r in caplog.records if "invalid_notice_id" in r.getMessage()],
+        )
+        engine.dispose()
+    assert results[2] == results[1]
+    assert results[1][1] == {Reason.OPTED_OUT: 6, Reason.INVALID_PHONE: 1}
+    assert len(results[2][4]) == 1  # the worker's warning, emitted by the task's process
+
+
+def test_a_process_that_may_not_fork_decides_its_chunks_itself(monkeypatch) -> None:
+    """A daemonic process (a worker pool's own) may not have children: the plan decides in
+    its own process, in order, and says so."""
+    import types
+
+    monkeypatch.setattr(
+        planner.multiprocessing, "current_process", lambda: types.SimpleNamespace(daemon=True)
+    )
+    seen = []
+
+    def decide(chunk):
+        seen.append(os.getpid())
+        return [n * 2 for n in chunk], []
+
+    chunks = [[1, 2], [3], [4, 5]]
+    decided = list(planner._decided(iter(chunks), decide, 2, planner.PlanSummary()))
+    assert decided == [([2, 4], []), ([6], []), ([8, 10], [])]
+    assert set(seen) == {os.getpid()}

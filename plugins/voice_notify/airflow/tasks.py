@@ -107,6 +107,7 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
             batch_key=lambda index: storage.batch_key(campaign_date, campaign, index),
             write_manifest=storage.put_bytes,
             merge_pairs=config.merge_pairs(campaign),
+            workers=settings.plan_workers,
         )
     log.info(
         "plan %s (%s): %d decisions, %d skipped %s, %d waiting for synthesis (%d merged "

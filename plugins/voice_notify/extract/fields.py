@@ -115,6 +115,10 @@ def _due_date(value: Any) -> dt.date | None:
 
 
 def _control_free(text: str) -> bool:
+    # isprintable() is False for every control, format and line or paragraph separator
+    # (and for other spaces, which are allowed): when it is True, nothing is left to check.
+    if text.isprintable():
+        return True
     return not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
 
 

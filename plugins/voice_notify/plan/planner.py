@@ -1,7 +1,9 @@
 """The plan step for a campaign date of any size, in bounded memory.
 
-The extract is read in chunks (``CHUNK`` notices). Each chunk is decided, given its
-voices and written in one transaction, set-based: its ledger rows, its decision trail,
+The extract is read in chunks (``CHUNK`` notices). Each chunk is decided and given its
+voices (by worker processes, when the task has them, while it writes the chunk before:
+that part needs no database), then written in one transaction, set-based (COPY on
+PostgreSQL): its ledger rows, its decision trail,
 the voice choices of its waiting rows, and those rows' manifest lines into a staging
 table of this session. Nothing about a notice outlives its chunk in memory: what the
 plan needs across chunks is in the database.
@@ -25,9 +27,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import multiprocessing
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +58,14 @@ _waiting_items = sa.Table(
     sa.Column("ledger_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("notice_id", sa.Integer, nullable=False),
     sa.Column("item", sa.Text, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+# Rows without a batch and the new batch each goes into.
+_new_memberships = sa.Table(
+    "vn_plan_new_memberships",
+    sa.MetaData(),
+    sa.Column("b_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("b_batch_key", sa.String(255), nullable=False),
     prefixes=["TEMPORARY"],
 )
 
@@ -120,6 +131,7 @@ def plan_date(
     batch_key: Callable[[int], str],
     write_manifest: Callable[[str, bytes], object],
     merge_pairs: Sequence[tuple[str, str]] = (),
+    workers: int = 1,
 ) -> PlanSummary:
     """Plan a campaign date: decisions into the ledger, batches, a manifest per batch.
 
@@ -130,6 +142,8 @@ def plan_date(
     :param write_manifest: stores a manifest's bytes under a key
     :param merge_pairs: the notice-type pairs whose notices of one customer share a call
         (``CampaignConfig.merge_pairs``; none by default)
+    :param workers: processes deciding chunks while this one writes them; 1 decides
+        in this process. The result is the same either way.
     """
     summary = PlanSummary()
     decided_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -138,25 +152,14 @@ def plan_date(
         book = voice_profiles.load_consent_book(conn)
         staging.drop(conn, _waiting_items)
         _waiting_items.create(conn)
+    decide = ChunkDecider(
+        campaign_date, tuple(notice_types), composer, config, book, tuple(merge_pairs)
+    )
     try:
-        # The composer memoizes readings (names, amounts, dates): forgotten after every
-        # chunk, so the plan's memory does not grow with the campaign.
-        forget = getattr(composer, "clear_caches", lambda: None)
-        for chunk in chunked(_timed_iter(notices, summary)):
-            forget()
+        chunks = chunked(_timed_iter(notices, summary))
+        for decided in _decided(chunks, decide, workers, summary):
             with conn.begin():
-                _plan_chunk(
-                    conn,
-                    chunk,
-                    campaign_date,
-                    notice_types,
-                    composer,
-                    config,
-                    book,
-                    decided_at,
-                    summary,
-                    merge_pairs,
-                )
+                _record_chunk(conn, decided, campaign_date, config, decided_at, summary)
         with conn.begin(), summary.timed("batches"):
             _assign_batches(conn, campaign_date, limits, batch_key, summary)
             calls.batch_riders(conn, campaign_date)
@@ -179,26 +182,132 @@ def _timed_iter(notices: Iterable[Mapping[str, Any]], summary: PlanSummary) -> I
         yield notice
 
 
-def _plan_chunk(
-    conn: sa.Connection,
+#: A chunk's decisions (after voices and merging) and its merged calls.
+Decided = tuple[list[eligibility.Decision], list[calls.MergedCall]]
+
+
+@dataclass(frozen=True)
+class ChunkDecider:
+    """Decides a chunk of notices: eligibility, text, voices and the calls its customers'
+    notices share. Needs no database, so it runs as well in a worker process as in the
+    task's."""
+
+    campaign_date: dt.date
+    notice_types: tuple[str, ...]
+    composer: Any
+    config: CampaignConfig
+    book: Any  # voice_profiles.ConsentBook, loaded once for the plan
+    merge_pairs: tuple[tuple[str, str], ...] = ()
+
+    def __call__(self, chunk: Sequence[Mapping[str, Any]]) -> Decided:
+        # The composer memoizes readings (names, amounts, dates): forgotten before every
+        # chunk, so the plan's memory does not grow with the campaign.
+        getattr(self.composer, "clear_caches", lambda: None)()
+        decisions = eligibility.decide_all(
+            chunk, self.campaign_date, self.notice_types, self.composer, self.config
+        )
+        ages = customer_ages(chunk, self.campaign_date)
+        decisions = assign_voices(decisions, self.book, self.config, self.campaign_date, ages)
+        return calls.merge_calls(chunk, decisions, self.merge_pairs, self.config, self.composer)
+
+
+def _decided(
+    chunks: Iterable[list[Mapping[str, Any]]],
+    decide: ChunkDecider,
+    workers: int,
+    summary: PlanSummary,
+) -> Iterator[Decided]:
+    """Each chunk's decisions and merged calls, in chunk order: decided here, or by
+    ``workers`` forked processes while the caller writes the chunk before (at most
+    ``workers + 1`` chunks in flight, so memory stays bounded)."""
+    if workers > 1 and multiprocessing.current_process().daemon:
+        # A daemonic process may not have children (a worker pool's own process):
+        # decide here instead, with the same result.
+        log.warning("plan: this process cannot fork workers; deciding in-process")
+        workers = 1
+    if workers <= 1:
+        for chunk in chunks:
+            with summary.timed("decide"):
+                decisions = decide(chunk)
+            yield decisions
+        return
+    # Forked: the workers start with the composer, lexicons and consent book already
+    # loaded, and never touch the parent's connections (they exit without closing them).
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(decide, logging.getLogger("voice_notify").getEffectiveLevel()),
+    )
+    try:
+        pending: collections.deque = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_decide_in_worker, chunk))
+            if len(pending) > workers:
+                yield _worker_result(pending.popleft(), summary)
+        while pending:
+            yield _worker_result(pending.popleft(), summary)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_worker_decide: ChunkDecider | None = None
+
+
+class _LogCollector(logging.Handler):
+    """A worker's log records, sent back with its chunk: the task's log handlers (a
+    socket to Airflow's supervisor) belong to the parent, which emits them in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args = record.getMessage(), None  # picklable whatever the args
+        record.exc_info = record.exc_text = None
+        self.records.append(record)
+
+
+_worker_log = _LogCollector()
+
+
+def _start_worker(decide: ChunkDecider, level: int) -> None:
+    global _worker_decide
+    _worker_decide = decide
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_worker_log)
+    logging.getLogger("voice_notify").setLevel(level)
+
+
+def _decide_in_worker(
     chunk: Sequence[Mapping[str, Any]],
+) -> tuple[Decided, list[logging.LogRecord]]:
+    assert _worker_decide is not None, "initializer not run"
+    _worker_log.records = []
+    return _worker_decide(chunk), _worker_log.records
+
+
+def _worker_result(future: concurrent.futures.Future, summary: PlanSummary) -> Decided:
+    with summary.timed("decide"):  # here: waiting for the workers
+        decided, records = future.result()
+    for record in records:
+        logging.getLogger(record.name).handle(record)
+    return decided
+
+
+def _record_chunk(
+    conn: sa.Connection,
+    decided: Decided,
     campaign_date: dt.date,
-    notice_types: Sequence[str],
-    composer: Any,
     config: CampaignConfig,
-    book: Any,
     decided_at: dt.datetime,
     summary: PlanSummary,
-    merge_pairs: Sequence[tuple[str, str]] = (),
 ) -> None:
-    with summary.timed("decide"):
-        decisions = eligibility.decide_all(chunk, campaign_date, notice_types, composer, config)
-    with summary.timed("voices"):
-        decisions = assign_voices(
-            decisions, book, config, campaign_date, customer_ages(chunk, campaign_date)
-        )
-    with summary.timed("merge"):
-        decisions, merged = calls.merge_calls(chunk, decisions, merge_pairs, config, composer)
+    """A chunk's decisions into the ledger, the trail and the audit (merged calls' riders
+    too); its waiting rows' manifest lines into the staging table."""
+    decisions, merged = decided
     with summary.timed("ledger"):
         claimed = ledger.notices_settled_elsewhere(
             conn, [d.notice_id for d in decisions], campaign_date
@@ -284,18 +393,23 @@ def _assign_batches(
         max_batch_size=limits.max_batch_size,
     )
     taken, index, new_keys = set(existing), 0, []
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    memberships = []
     for start in range(0, len(unbatched), size):
         while batch_key(index) in taken:
             index += 1
         key = batch_key(index)
         taken.add(key)
-        conn.execute(
-            table.update()
-            .where(table.c.id.in_(unbatched[start : start + size]), table.c.batch_key.is_(None))
-            .values(batch_key=key, updated_at=now)
-        )
+        memberships.extend({"b_id": i, "b_batch_key": key} for i in unbatched[start : start + size])
         new_keys.append(key)
+    if memberships:
+        # One UPDATE from a staged table, not one per batch: a large date has hundreds.
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with staging.staged(conn, _new_memberships, memberships) as staged:
+            conn.execute(
+                table.update()
+                .where(table.c.id == staged.c.b_id, table.c.batch_key.is_(None))
+                .values(batch_key=staged.c.b_batch_key, updated_at=now)
+            )
     summary.batch_keys = sorted(taken, key=lambda k: (len(k), k))
     summary.new_batches = len(new_keys)
     summary.new_batch_size = size if new_keys else None

@@ -16,6 +16,7 @@ What the console shows as "why was notice 4711 skipped" is read back with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify.db import schema
+from voice_notify.db import schema, staging
 from voice_notify.db.sql import insert_ignoring_duplicates
 from voice_notify.reasons import Reason
 
@@ -119,6 +120,20 @@ def _checks(
     details: Mapping[str, str | None],
 ) -> tuple[Check, ...]:
     """Checks before ``deciding`` allowed, ``deciding`` answered, the rest were not reached."""
+    return _checks_of(order, deciding, result, reason, tuple(details.items()))
+
+
+# A campaign's notices share a handful of distinct trails (a reason, a notice type, a
+# voice and its consent): each is built once, and its JSON made once (``_checks_json``).
+@functools.lru_cache(maxsize=4096)
+def _checks_of(
+    order: tuple[tuple[str, frozenset[str]], ...],
+    deciding: str | None,
+    result: str,
+    reason: str | None,
+    detail_items: tuple[tuple[str, str | None], ...],
+) -> tuple[Check, ...]:
+    details = dict(detail_items)
     checks, reached = [], True
     for name, _ in order:
         if not reached:
@@ -232,6 +247,28 @@ def dial_evaluation(
     )
 
 
+_json_by_checks: dict[int, tuple[tuple[Check, ...], str]] = {}
+
+
+def _checks_json(checks: tuple[Check, ...]) -> str:
+    """The stored form of a gate's checks (unreached ones left out)."""
+    # By identity: memoized trails (``_checks_of``) recur as the same tuple, and hashing
+    # ten checks would cost about what the JSON does. The entry keeps its tuple alive, so
+    # its id cannot be reused while it is here.
+    known = _json_by_checks.get(id(checks))
+    if known is not None and known[0] is checks:
+        return known[1]
+    text = json.dumps(
+        [c.to_json() for c in checks if c.result != NOT_REACHED],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    if len(_json_by_checks) >= 4096:
+        _json_by_checks.clear()
+    _json_by_checks[id(checks)] = (checks, text)
+    return text
+
+
 def record_evaluations(conn: sa.Connection, evaluations: Iterable[GateEvaluation]) -> int:
     """Write gate evaluations set-based; one already stored with the same verdict is kept.
 
@@ -239,9 +276,17 @@ def record_evaluations(conn: sa.Connection, evaluations: Iterable[GateEvaluation
     report nothing, counted as 0).
     """
     table = schema.notice_decisions
-    statement = insert_ignoring_duplicates(
-        conn, table, ("notice_id", "campaign_date", "stage", "attempt", "verdict")
-    )
+    keys = ("notice_id", "campaign_date", "stage", "attempt", "verdict")
+    if conn.dialect.name == "postgresql":
+        statement = None  # COPY, then one INSERT ... SELECT per chunk
+    else:
+        statement = insert_ignoring_duplicates(conn, table, keys)
+
+    def write(rows: list[dict[str, Any]]) -> int:
+        if statement is None:
+            return staging.insert_copied(conn, table, rows, keys)
+        return max(conn.execute(statement, rows).rowcount, 0)
+
     written = 0
     chunk: list[dict[str, Any]] = []
     for evaluation in evaluations:
@@ -254,19 +299,15 @@ def record_evaluations(conn: sa.Connection, evaluations: Iterable[GateEvaluation
                 "verdict": evaluation.verdict,
                 "result": evaluation.result,
                 "reason_code": evaluation.reason_code,
-                "checks": json.dumps(
-                    [c.to_json() for c in evaluation.checks if c.result != NOT_REACHED],
-                    ensure_ascii=False,
-                    separators=(",", ":"),
-                ),
+                "checks": _checks_json(evaluation.checks),
                 "decided_at": evaluation.decided_at,
             }
         )
         if len(chunk) >= _CHUNK:
-            written += max(conn.execute(statement, chunk).rowcount, 0)
+            written += write(chunk)
             chunk = []
     if chunk:
-        written += max(conn.execute(statement, chunk).rowcount, 0)
+        written += write(chunk)
     return written
 
 

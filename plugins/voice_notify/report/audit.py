@@ -32,7 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from voice_notify.db import schema
+from voice_notify.db import schema, staging
 from voice_notify.db.sql import upsert
 from voice_notify.phone import mask_numbers_in
 from voice_notify.voices import registry as voice_profiles
@@ -51,9 +51,13 @@ def _upsert_many(conn: sa.Connection, rows: list[dict[str, Any]], update: Sequen
     """Insert audit rows, or set ``update`` on the ones that exist: set-based, in chunks."""
     if not rows:
         return 0
-    statement = upsert(conn, schema.notice_voice_audit, ("ledger_id",), (*update, "updated_at"))
+    table, keys, update = schema.notice_voice_audit, ("ledger_id",), (*update, "updated_at")
+    statement = None if conn.dialect.name == "postgresql" else upsert(conn, table, keys, update)
     for start in range(0, len(rows), _CHUNK):
-        conn.execute(statement, rows[start : start + _CHUNK])
+        if statement is None:  # COPY, then one INSERT ... SELECT ... ON CONFLICT
+            staging.insert_copied(conn, table, rows[start : start + _CHUNK], keys, update)
+        else:
+            conn.execute(statement, rows[start : start + _CHUNK])
     return len(rows)
 
 
