@@ -165,21 +165,8 @@ class NoticeComposer:
             ``service_phone``.
         :raises NoticeTextError: for any bad input; see :data:`REASON_CODES`.
         """
-        specs = self._specs.get(notice_type)
-        if specs is None:
-            raise NoticeTextError("unknown_notice_type", repr(notice_type)[:80])
-        template = self._templates.get((locale, notice_type))
-        if template is None:
-            raise NoticeTextError("unknown_locale", repr(locale)[:80])
-        unknown = set(variables) - set(specs)
-        if unknown:
-            raise NoticeTextError("unknown_variable", ", ".join(sorted(map(str, unknown)))[:200])
         readings: list[tuple[str, tuple[Override, ...]]] = []
-        for spec in specs.values():
-            self._add(readings, spec, variables.get(spec.name), locale, "missing_variable")
-        for spec in self.catalogue.context:
-            missing = "empty_name" if spec.type == "person_name" else "missing_context"
-            self._add(readings, spec, context.get(spec.name), locale, missing)
+        template, _ = self._read_notice(notice_type, locale, variables, context, readings)
         skeleton = self._skeletons.get((locale, notice_type))
         if skeleton is None:
             skeleton = self._skeleton(template, locale, notice_type)
@@ -242,6 +229,24 @@ class NoticeComposer:
     ) -> tuple[Template, dict[str, str]]:
         """One notice of a merged call: its readings appended to ``readings``, its
         template, and the markers of its values (numbered after the earlier parts')."""
+        first = len(readings)
+        template, specs = self._read_notice(notice_type, locale, variables, context, readings)
+        names = [*specs, *(spec.name for spec in self.catalogue.context)]
+        markers = {
+            name: _MARK_OPEN + chr(_MARK_BASE + first + index) for index, name in enumerate(names)
+        }
+        return template, markers
+
+    def _read_notice(
+        self,
+        notice_type: str,
+        locale: str,
+        variables: Mapping[str, object],
+        context: Mapping[str, str],
+        readings: list[tuple[str, tuple[Override, ...]]],
+    ) -> tuple[Template, Mapping[str, VariableSpec]]:
+        """A notice's template and variable specs, its values checked and read (appended
+        to ``readings``: the variables in catalogue order, then the context)."""
         specs = self._specs.get(notice_type)
         if specs is None:
             raise NoticeTextError("unknown_notice_type", repr(notice_type)[:80])
@@ -251,17 +256,12 @@ class NoticeComposer:
         unknown = set(variables) - set(specs)
         if unknown:
             raise NoticeTextError("unknown_variable", ", ".join(sorted(map(str, unknown)))[:200])
-        first = len(readings)
         for spec in specs.values():
             self._add(readings, spec, variables.get(spec.name), locale, "missing_variable")
         for spec in self.catalogue.context:
             missing = "empty_name" if spec.type == "person_name" else "missing_context"
             self._add(readings, spec, context.get(spec.name), locale, missing)
-        names = [*specs, *(spec.name for spec in self.catalogue.context)]
-        markers = {
-            name: _MARK_OPEN + chr(_MARK_BASE + first + index) for index, name in enumerate(names)
-        }
-        return template, markers
+        return template, specs
 
     def _assemble_sentences(
         self,

@@ -334,14 +334,7 @@ class _Dialer:
                 self._hold(conn, row, verdict)
                 return
             if not ledger.claim_notice(conn, row.notice_id, row.id, row.campaign_date):
-                ledger.transition(
-                    conn,
-                    row.id,
-                    LedgerState.SKIPPED,
-                    carry=self._carries(row),
-                    reason_code=Reason.ALREADY_CONTACTED,
-                )
-                self.counts.skip(Reason.ALREADY_CONTACTED)
+                self._skip(conn, row, Reason.ALREADY_CONTACTED)
                 return
             self._claim_riders(conn, row)
             if not ledger.transition(
@@ -446,17 +439,17 @@ class _Dialer:
         """A row the locked gate refused: skipped for good, or waiting for its time."""
         self._note(row, verdict)
         if verdict.kind is GateResult.SKIP:
-            ledger.transition(
-                conn,
-                row.id,
-                LedgerState.SKIPPED,
-                carry=self._carries(row),
-                reason_code=verdict.reason,
-            )
-            self.counts.skip(verdict.reason)
+            self._skip(conn, row, verdict.reason)
             log.info("notice %s: skipped at dial reason=%s", row.notice_id, verdict.reason)
             return
         self._wait(conn, row, verdict)
+
+    def _skip(self, conn: sa.Connection, row: sa.Row, reason: str) -> None:
+        """A row that will not be called on this date, for ``reason``."""
+        ledger.transition(
+            conn, row.id, LedgerState.SKIPPED, carry=self._carries(row), reason_code=reason
+        )
+        self.counts.skip(reason)
 
     def _wait(self, conn: sa.Connection, row: sa.Row, verdict: compliance.Verdict) -> None:
         """A row that may be called later (calling hours, a cap): it waits until then."""
