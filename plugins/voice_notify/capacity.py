@@ -15,8 +15,10 @@ The model, per day (``N`` planned notices):
 
 - GPU seconds per notice = audio seconds x real-time factor x (1 - cache share);
   GPU-hours = N x that / 3600 (plus each batch's start-up, ``batch_startup_s``);
+- batches as the plan makes them (``plan.batches.choose_batch_size``: ``batch_size``,
+  larger where the day would map more than half of ``max_map_length`` tasks);
 - time to first call = the first batch synthesized on one slot (its start-up, then
-  ``batch_size`` notices); synthesis of all N takes the batches in waves of ``gpu_slots``;
+  its notices); synthesis of all N takes the batches in waves of ``gpu_slots``;
 - dial rate = min(calls/s limit, trunk channels / channel seconds per attempt), where an
   answered attempt holds a channel for the average call length and an unanswered one for
   the ring time;
@@ -41,6 +43,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from voice_notify.plan.batches import choose_batch_size
+
 # G.711 (8 kHz, 8 bits) telephone audio and the 24 kHz PCM16 master, bytes per second.
 TELEPHONE_BYTES_PER_S = 8000
 MASTER_BYTES_PER_S = 48000
@@ -57,7 +61,9 @@ class CapacityInputs:
     :param real_time_factor: engine seconds per second of audio on one GPU slot
     :param audio_s_per_notice: seconds of audio per notice (the whole call's audio)
     :param gpu_slots: synthesis tasks at once (the ``cosyvoice_gpu`` pool)
-    :param batch_size: notices per synthesis batch (the DAG's ``batch_size``)
+    :param batch_size: notices per synthesis batch (the DAG's ``batch_size``), for a day
+        small enough; a large day gets larger batches, as the plan gives it
+    :param max_map_length: Airflow's ``[core] max_map_length``, which bounds the batches
     :param batch_startup_s: seconds before a batch's first notice (pod start, model load)
     :param trunk_channels: concurrent calls the trunk carries
     :param calls_per_second: call starts per second the gateway allows
@@ -79,6 +85,7 @@ class CapacityInputs:
     audio_s_per_notice: float = 29.0
     gpu_slots: int = 4
     batch_size: int = 50
+    max_map_length: int = 1024
     batch_startup_s: float = 0.0
     trunk_channels: int = 120
     calls_per_second: float = 20.0
@@ -96,7 +103,13 @@ class CapacityInputs:
         for name in ("cache_share", "answer_rate", "call_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        for name in ("gpu_slots", "batch_size", "trunk_channels", "retention_days"):
+        for name in (
+            "gpu_slots",
+            "batch_size",
+            "max_map_length",
+            "trunk_channels",
+            "retention_days",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.calls_per_second <= 0:
@@ -177,9 +190,14 @@ def _rounded(value: Any) -> Any:
 def plan_capacity(inputs: CapacityInputs) -> CapacityPlan:
     """The day's capacity figures for ``inputs`` (see the module docstring for the model)."""
     n = inputs.notices
-    batches = math.ceil(n / inputs.batch_size) if n else 0
+    size = (
+        choose_batch_size(n, inputs.batch_size, inputs.gpu_slots, inputs.max_map_length)
+        if n
+        else inputs.batch_size
+    )
+    batches = math.ceil(n / size) if n else 0
     per_notice = inputs.gpu_s_per_notice
-    first_batch = min(inputs.batch_size, n)
+    first_batch = min(size, n)
     waves = math.ceil(batches / inputs.gpu_slots) if batches else 0
     time_to_first_call = inputs.batch_startup_s + first_batch * per_notice if n else 0.0
     synthesis_s = max(
@@ -300,7 +318,8 @@ def _parser() -> argparse.ArgumentParser:
         "real_time_factor": (float, "engine seconds per audio second (CosyVoice3 on a GPU: 0.1)"),
         "audio_s_per_notice": (float, "average audio seconds per notice"),
         "gpu_slots": (int, "synthesis tasks at once (the cosyvoice_gpu pool)"),
-        "batch_size": (int, "notices per synthesis batch"),
+        "batch_size": (int, "notices per synthesis batch of a small day"),
+        "max_map_length": (int, "Airflow's [core] max_map_length (bounds the batches)"),
         "batch_startup_s": (float, "seconds before a batch's first notice (pod, model load)"),
         "trunk_channels": (int, "concurrent calls the trunk carries"),
         "calls_per_second": (float, "call starts per second the gateway allows"),

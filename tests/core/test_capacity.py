@@ -15,8 +15,10 @@ def test_the_default_day_of_100000_notices() -> None:
     # 29 s of audio x RTF 0.1 = 2.9 GPU-s, half of it from the cache: 1.45 s.
     assert plan.gpu_s_per_notice == pytest.approx(1.45)
     assert plan.gpu_hours == pytest.approx(145_000 / 3600)  # 40.28 h
-    assert plan.batches == 2000
-    assert plan.time_to_first_call_s == pytest.approx(50 * 1.45)  # 72.5 s
+    # Batches as the plan makes them: 100,000 / 50 would map 2,000 tasks, over half of
+    # max_map_length (512 of 1,024), so the batches grow to 196 notices: 511 of them.
+    assert plan.batches == 511
+    assert plan.time_to_first_call_s == pytest.approx(196 * 1.45)  # 284.2 s
     assert plan.synthesis_s == pytest.approx(100_000 * 1.45 / 4)  # 36,250 s on 4 slots
     # 0.77 x 35 s + 0.23 x 25 s = 32.7 s a channel per attempt; 120 channels / 32.7 s is
     # 3.67 calls/s, below the 20 calls/s limit: the trunk sets the pace.
@@ -27,13 +29,20 @@ def test_the_default_day_of_100000_notices() -> None:
     assert plan.attempts == pytest.approx(120_000)
     assert plan.channel_hours == pytest.approx(120_000 * 32.7 / 3600)  # 1,090 h
     # Synthesis is the slower pipe: the last first attempt is the last batch's.
-    assert plan.time_to_last_first_attempt_s == pytest.approx(36_250 + 49 / (120 / 32.7))
-    # 120,000 attempts at 3.67/s from 72.5 s = 32,772 s < 36,263 s; its redial follows.
-    assert plan.time_to_last_call_s == pytest.approx(36_250 + 49 / (120 / 32.7) + 32.7)
+    assert plan.time_to_last_first_attempt_s == pytest.approx(36_250 + 195 / (120 / 32.7))
+    # 120,000 attempts at 3.67/s from 284 s = 32,984 s < 36,303 s; its redial follows.
+    assert plan.time_to_last_call_s == pytest.approx(36_250 + 195 / (120 / 32.7) + 32.7)
     telephone, master = 29 * 8000 + 400, 29 * 48000 + 400
     assert plan.bytes_per_notice == telephone + master == 1_624_800
     assert plan.storage_per_day_bytes == pytest.approx(100_000 * 1_624_800)
     assert plan.storage_retained_bytes == pytest.approx(90 * 100_000 * 1_624_800)
+
+
+def test_the_batches_follow_max_map_length() -> None:
+    small = plan_capacity(CapacityInputs(notices=10_000))
+    assert small.batches == 200  # 50 a batch: 200 tasks fit in half of 1,024
+    assert plan_capacity(CapacityInputs(notices=10_000, max_map_length=200)).batches == 100
+    assert plan_capacity(CapacityInputs(notices=500_000)).batches == 512  # 977 a batch
 
 
 def test_a_small_rate_bound_day_worked_by_hand() -> None:
