@@ -195,6 +195,7 @@ class _Dialer:
         self.trail: list[trail.GateEvaluation] = []  # every gate answer, written at the end
         self.phone_reasons: dict[int, str] = {}
         self.riders: Mapping[int, Sequence[sa.Row]] = {}  # by lead ledger id
+        self.contacts: Mapping[int, Any] = {}  # the CRM's row of each notice, riders too
 
     def run(
         self,
