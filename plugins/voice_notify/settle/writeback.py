@@ -77,14 +77,15 @@ def _carried_attempts(rows: Sequence[sa.Row], attempts: Sequence[sa.Row]) -> lis
     lead's attempts, each with the outcome it had for this notice (its own confirm key
     decides confirmed or completed). A notice left out of the call at its n-th attempt
     (skipped at dial) was in the calls before that one only."""
+    riders = [row for row in rows if getattr(row, "call_with", None) is not None]
+    if not riders:
+        return []  # no merged call on these dates
     by_ledger: dict[int, list[sa.Row]] = {}
     for attempt in attempts:
         if attempt.outcome is not None:
             by_ledger.setdefault(attempt.ledger_id, []).append(attempt)
     carried = []
-    for row in rows:
-        if getattr(row, "call_with", None) is None:
-            continue
+    for row in riders:
         last = row.attempt - (row.state == LedgerState.SKIPPED)
         for a in by_ledger.get(row.call_with, ()):
             if a.attempt > last:
