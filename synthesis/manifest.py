@@ -44,13 +44,16 @@ class BatchItem:
     seed: int = 0
 
     def to_json(self) -> str:
+        return item_line(self.ledger_id, self.json_tail())
+
+    def json_tail(self) -> str:
+        """The JSON line after its ledger id (:func:`item_line` puts them together): the
+        plan's worker processes make it before the ledger has given the row its id."""
         # Field by field, not ``asdict``: a plan writes 100,000 lines and asdict deep-copies
         # every segment. Same keys in the same order, so the same line as before.
         voice = self.voice
         return json.dumps(
             {
-                "v": MANIFEST_VERSION,
-                "ledger_id": self.ledger_id,
                 "notice_id": self.notice_id,
                 "campaign_date": self.campaign_date,
                 "notice_type": self.notice_type,
@@ -64,7 +67,7 @@ class BatchItem:
                 "seed": self.seed,
             },
             ensure_ascii=False,
-        )
+        )[1:]
 
     @classmethod
     def from_json(cls, line: str) -> BatchItem:
@@ -110,6 +113,12 @@ class ResultItem:
         raw = json.loads(line)
         known = cls.__dataclass_fields__
         return cls(**{name: value for name, value in raw.items() if name in known})
+
+
+def item_line(ledger_id: int, tail: str) -> str:
+    """A batch item's JSON line from its ledger id and :meth:`BatchItem.json_tail`:
+    ``{"v": 1, "ledger_id": 7, "notice_id": ...}``, what ``json.dumps`` makes of the item."""
+    return f'{{"v": {MANIFEST_VERSION}, "ledger_id": {int(ledger_id)}, {tail}'
 
 
 def item_seed(notice_id: int, campaign_date: str) -> int:

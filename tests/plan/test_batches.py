@@ -105,6 +105,39 @@ def test_a_manifest_line_is_the_same_as_before() -> None:
     assert plain.to_json() == json.dumps({"v": MANIFEST_VERSION, **asdict(plain)})
 
 
+def test_a_line_made_ahead_in_a_worker_is_the_line_made_from_the_ledger_row() -> None:
+    from collections import namedtuple
+
+    from voice_notify.plan import batches
+    from voice_notify.plan.eligibility import Decision
+
+    row = namedtuple("Row", "id notice_id notice_type locale")
+    decisions = {
+        n: Decision(
+            n,
+            n + 100,
+            "repayment_reminder",
+            "cmn",
+            None,
+            ({"text": f'您好 "{n}" \\ 曾', "lang": "cmn", "overrides": [[0, 1, "zēng"]]},),
+            voice=VoiceSpec("agent-a", None, "warm" if n % 2 else None),
+        )
+        for n in (5, 6, 7)
+    }
+    ahead = {n: batches.with_item_tail(d, DAY) for n, d in decisions.items()}
+    assert all(d.item_tail for d in ahead.values())
+    rows = [row(70, 7, "repayment_reminder", "cmn"), row(50, 5, "repayment_reminder", "cmn")]
+    # A row an earlier plan made in another locale: its line is made from the row.
+    rows.append(row(60, 6, "repayment_reminder", "yue"))
+    expected = [
+        (i.ledger_id, i.notice_id, i.to_json()) for i in batches.batch_items(rows, decisions, DAY)
+    ]
+    assert batches.item_lines(rows, ahead, DAY) == expected
+    assert batches.item_lines(rows, decisions, DAY) == expected
+    assert [json.loads(line)["ledger_id"] for _, _, line in expected] == [50, 60, 70]
+    assert json.loads(expected[1][2])["locale"] == "yue"
+
+
 # --- the plan in chunks, run twice -----------------------------------------------------
 
 

@@ -9,12 +9,12 @@ belongs to its session, so concurrent tasks never see each other's.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as dt
 import enum
 import io
+import operator
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -36,19 +36,16 @@ def load(conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> None:
         conn.execute(table.insert(), rows)
         return
     columns = [c.name for c in table.columns]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for row in rows:
-        # CSV NULL is an unquoted empty field; staged strings are never empty.
-        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
-    buffer.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(
-            f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer
-        )
-    finally:
-        cursor.close()
+    copy_rows(conn, table.name, columns, (tuple(row.get(c) for c in columns) for row in rows))
+
+
+def load_rows(conn: sa.Connection, table: sa.Table, rows: Sequence[Sequence]) -> None:
+    """:func:`load` for rows as tuples in the table's column order."""
+    columns = [c.name for c in table.columns]
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    copy_rows(conn, table.name, columns, rows)
 
 
 @contextlib.contextmanager
@@ -90,18 +87,84 @@ def _copy_text(value: object) -> str:
     return _copy_text(str(value))
 
 
+def copy_line(row: Sequence, text: Callable[[object], str] = _copy_text) -> str:
+    """One row in COPY's text format, with its newline.
+
+    Joined first and checked once: when the line has one tab per column gap, no line
+    break, and exactly one backslash per NULL (``\\N``), no value held a character to
+    escape, so the line is right as it is. Otherwise every value is escaped on its own
+    (a plan writes millions of values; hardly any needs it).
+
+    :param text: the COPY text of a value other than text, NULL or an integer
+    """
+    fields = [
+        value
+        if type(value) is str
+        else "\\N"
+        if value is None
+        else str(value)
+        if type(value) is int
+        else text(value)
+        for value in row
+    ]
+    line = "\t".join(fields)
+    if (
+        line.count("\t") == len(fields) - 1
+        and "\n" not in line
+        and "\r" not in line
+        and line.count("\\") == row.count(None)
+    ):
+        return line + "\n"
+    return "\t".join(map(_copy_text, row)) + "\n"
+
+
+def _remembered_text() -> Callable[[object], str]:
+    """``_copy_text`` remembering its answers for one COPY: a plan's rows share their
+    timestamps and states, and formatting a datetime costs more than looking it up.
+
+    Only for values whose text follows from equality: naive dates and times, booleans
+    and enum members (equal Decimals, or aware times in two zones, can print apart).
+    """
+    known: dict[tuple[type, object], str] = {}
+
+    def text(value: object) -> str:
+        kind = type(value)
+        if (
+            kind is bool
+            or isinstance(value, enum.Enum)
+            or (isinstance(value, dt.date) and getattr(value, "tzinfo", None) is None)
+        ):
+            key = (kind, value)  # by type too: True == 1
+            made = known.get(key)
+            if made is None:
+                made = known[key] = _copy_text(value)
+            return made
+        return _copy_text(value)
+
+    return text
+
+
 def copy_rows(
     conn: sa.Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence]
 ) -> None:
     """COPY rows (tuples in ``columns`` order) into a table (PostgreSQL only)."""
+    text = _remembered_text()
     buffer = io.StringIO()
-    buffer.writelines("\t".join(map(_copy_text, row)) + "\n" for row in rows)
+    buffer.writelines(copy_line(row, text) for row in rows)
     buffer.seek(0)
     cursor = conn.connection.dbapi_connection.cursor()
     try:
         cursor.copy_expert(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN", buffer)
     finally:
         cursor.close()
+
+
+def _values_of(columns: Sequence[str]) -> Callable[[Mapping[str, object]], tuple]:
+    """A row's values in ``columns`` order, as a tuple (whatever the number of columns)."""
+    if len(columns) == 1:
+        column = columns[0]
+        return lambda row: (row[column],)
+    return operator.itemgetter(*columns)
 
 
 def insert_copied(
@@ -124,6 +187,7 @@ def insert_copied(
     if not rows:
         return 0
     columns = list(rows[0])
+    values = _values_of(columns)
     name = f"vn_copy_{table.name}"
     drop(conn, sa.Table(name, sa.MetaData()))
     conn.execute(
@@ -137,7 +201,7 @@ def insert_copied(
             conn,
             name,
             [*columns, "vn_seq"],
-            ((*(row[c] for c in columns), seq) for seq, row in enumerate(rows)),
+            ((*values(row), seq) for seq, row in enumerate(rows)),
         )
         source = sa.table(name, *(sa.column(c) for c in [*columns, "vn_seq"]))
         # In the order given, as executemany inserts them (serial ids follow it).

@@ -3,6 +3,7 @@ still waiting for synthesis into batch manifests."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections import defaultdict
@@ -10,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 
-from synthesis.manifest import BatchItem, item_seed
+from synthesis.manifest import BatchItem, item_line, item_seed
 from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.plan.eligibility import Decision
@@ -171,18 +172,61 @@ def batch_items(
     """Manifest items for ledger rows awaiting synthesis, in notice order."""
     date_text = campaign_date.isoformat()
     return [
-        BatchItem(
-            ledger_id=row.id,
-            notice_id=row.notice_id,
-            campaign_date=date_text,
-            notice_type=row.notice_type,
-            locale=row.locale,
-            segments=list(decisions[row.notice_id].segments),
-            voice=decisions[row.notice_id].voice,
-            seed=item_seed(row.notice_id, date_text),
-        )
+        _item(row, decisions[row.notice_id], date_text)
         for row in sorted(rows, key=lambda r: r.notice_id)
     ]
+
+
+def _item(row: sa.Row, decision: Decision, date_text: str) -> BatchItem:
+    return BatchItem(
+        ledger_id=row.id,
+        notice_id=row.notice_id,
+        campaign_date=date_text,
+        notice_type=row.notice_type,
+        locale=row.locale,
+        segments=list(decision.segments),
+        voice=decision.voice,
+        seed=item_seed(row.notice_id, date_text),
+    )
+
+
+def with_item_tail(decision: Decision, campaign_date: dt.date) -> Decision:
+    """A planned decision with its manifest line's JSON made (``Decision.item_tail``), as
+    :func:`item_lines` would make it for a ledger row of the same type and locale."""
+    if not decision.planned:
+        return decision
+    date_text = campaign_date.isoformat()
+    item = BatchItem(
+        ledger_id=0,
+        notice_id=decision.notice_id,
+        campaign_date=date_text,
+        notice_type=decision.notice_type,
+        locale=decision.locale,
+        segments=list(decision.segments),
+        voice=decision.voice,
+        seed=item_seed(decision.notice_id, date_text),
+    )
+    return dataclasses.replace(decision, item_tail=item.json_tail())
+
+
+def item_lines(
+    rows: Sequence[sa.Row], decisions: Mapping[int, Decision], campaign_date: dt.date
+) -> list[tuple[int, int, str]]:
+    """``(ledger id, notice id, JSON line)`` of the manifest items of ledger rows awaiting
+    synthesis, in notice order: :func:`batch_items`' lines, with each decision's
+    ``item_tail`` where it was made for the row's type and locale."""
+    date_text = campaign_date.isoformat()
+    lines = []
+    for row in sorted(rows, key=lambda r: r.notice_id):
+        decision = decisions[row.notice_id]
+        tail = decision.item_tail
+        if tail is None or (row.notice_type, row.locale) != (
+            decision.notice_type,
+            decision.locale,
+        ):
+            tail = _item(row, decision, date_text).json_tail()
+        lines.append((row.id, row.notice_id, item_line(row.id, tail)))
+    return lines
 
 
 def chunk(items: Sequence[BatchItem], batch_size: int) -> list[list[BatchItem]]:

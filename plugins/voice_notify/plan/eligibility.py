@@ -39,6 +39,9 @@ class Decision:
     voice: VoiceSpec = field(default_factory=VoiceSpec)
     consent: Any = None  # voice_profiles.ConsentDecision of a cloned voice
     tone_rule: str | None = None  # why ``voice.emotion`` (plan.voices.assign_voices)
+    #: The manifest line's JSON after the ledger id (``BatchItem.json_tail``), made where
+    #: the plan decides (its worker processes); None: made when the item is written.
+    item_tail: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def planned(self) -> bool:

@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import multiprocessing
 import time
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 CHUNK = 5000
 #: Threads writing manifests to the object store.
 MANIFEST_WRITERS = 8
+#: Manifest lines fetched at a time (each about a kilobyte).
+MANIFEST_FETCH = 2000
 
 # This session's manifest lines, by ledger row: filled per chunk, read per batch.
 _waiting_items = sa.Table(
@@ -208,7 +211,17 @@ class ChunkDecider:
         )
         ages = customer_ages(chunk, self.campaign_date)
         decisions = assign_voices(decisions, self.book, self.config, self.campaign_date, ages)
-        return calls.merge_calls(chunk, decisions, self.merge_pairs, self.config, self.composer)
+        decisions, merged = calls.merge_calls(
+            chunk, decisions, self.merge_pairs, self.config, self.composer
+        )
+        # The manifest lines' JSON here too: the task's own process writes the chunk
+        # before while this one decides, and is the plan's bottleneck.
+        riders = {call.rider for call in merged}
+        made = [
+            d if d.notice_id in riders else batches.with_item_tail(d, self.campaign_date)
+            for d in decisions
+        ]
+        return made, merged
 
 
 def _decided(
@@ -326,24 +339,17 @@ def _record_chunk(
             riders, dropped = calls.record_merges(conn, merged, waiting, config)
         for call in dropped:  # its lead speaks its own text after all
             by_notice[call.lead] = dataclasses.replace(
-                by_notice[call.lead], segments=call.lead_segments
+                by_notice[call.lead], segments=call.lead_segments, item_tail=None
             )
         summary.merged_calls += len(merged) - len(dropped)
     with summary.timed("audit"):
         audit.record_voice_choices(conn, audit.voice_choices(waiting, by_notice, campaign_date))
     with summary.timed("stage"):
-        items = batches.batch_items(
+        items = batches.item_lines(
             [row for row in waiting if row.id not in riders], by_notice, campaign_date
         )
         if items:
-            staging.load(
-                conn,
-                _waiting_items,
-                [
-                    {"ledger_id": i.ledger_id, "notice_id": i.notice_id, "item": i.to_json()}
-                    for i in items
-                ],
-            )
+            staging.load_rows(conn, _waiting_items, items)
     summary.decisions += len(decisions)
     summary.waiting += len(items)
     summary.reasons.update(d.reason_code for d in decisions if not d.planned)
@@ -424,23 +430,37 @@ def _write_manifests(
     """Every batch's manifest: its rows this plan left waiting, in notice order (a batch
     with none gets an empty manifest, so its synthesis has nothing left to do).
 
-    Read one batch at a time; written by ``MANIFEST_WRITERS`` threads (an object store
-    answers each write in tens of milliseconds), at most twice as many in flight.
+    The staged lines are read in one pass ordered by batch (streamed, one batch's lines
+    in memory at a time; one query per batch cost seconds at 500 batches) and written by
+    ``MANIFEST_WRITERS`` threads (an object store answers each write in tens of
+    milliseconds), at most twice as many in flight.
     """
     table = schema.dispatch_ledger
+    wanted = set(summary.batch_keys)
+    rows = conn.execute(
+        sa.select(table.c.batch_key, _waiting_items.c.item)
+        .join(table, table.c.id == _waiting_items.c.ledger_id)
+        .where(table.c.campaign_date == campaign_date, table.c.batch_key.is_not(None))
+        .order_by(table.c.batch_key, _waiting_items.c.notice_id)
+        .execution_options(yield_per=MANIFEST_FETCH)
+    )
     with concurrent.futures.ThreadPoolExecutor(MANIFEST_WRITERS) as writers:
         in_flight: collections.deque = collections.deque()
-        for key in summary.batch_keys:
-            lines = conn.execute(
-                sa.select(_waiting_items.c.item)
-                .join(table, table.c.id == _waiting_items.c.ledger_id)
-                .where(table.c.campaign_date == campaign_date, table.c.batch_key == key)
-                .order_by(_waiting_items.c.notice_id)
-            ).scalars()
+
+        def write(key: str, lines: list[str]) -> None:
             body = "".join(line + "\n" for line in lines).encode("utf-8")
             if len(in_flight) >= 2 * MANIFEST_WRITERS:
                 in_flight.popleft().result()
             in_flight.append(writers.submit(write_manifest, key, body))
-            log.info("batch %s: %d notices waiting for synthesis", key, body.count(b"\n"))
+            log.info("batch %s: %d notices waiting for synthesis", key, len(lines))
+
+        written: set[str] = set()
+        for key, group in itertools.groupby(rows, key=lambda row: row.batch_key):
+            if key in wanted:  # the staging table holds only this campaign's rows
+                write(key, [row.item for row in group])
+                written.add(key)
+        for key in summary.batch_keys:
+            if key not in written:
+                write(key, [])
         for future in in_flight:
             future.result()
