@@ -273,6 +273,52 @@ def test_a_rerun_keeps_batches_and_puts_new_notices_into_new_ones(
     assert _plan(db_engine, notices, composer, config, manifests).batch_keys == again.batch_keys
 
 
+def test_a_notice_gone_from_the_extract_of_a_rerun_is_skipped_as_no_longer_due(
+    db_engine, composer, config, small_chunks
+) -> None:
+    from voice_notify.plan import trail
+
+    migrate.upgrade(db_engine)
+    manifests = Manifests()
+    notices = [_notice(i) for i in range(1, 31) if i % 9]
+    first = _plan(db_engine, notices, composer, config, manifests)
+    members = _membership(db_engine)
+    with db_engine.begin() as conn:  # another campaign's type on the date: not this plan's
+        ledger.record_plan(
+            conn,
+            [{"notice_id": 900, "campaign_date": DAY, "state": LedgerState.PLANNED,
+              "notice_type": "policy_renewal", "locale": "cmn"}],
+        )  # fmt: skip
+        synthesized = ledger.rows_for_date(conn, DAY, batch_key=first.batch_keys[0])[0]
+        ledger.transition(conn, synthesized.id, LedgerState.SYNTHESIZED, audio_key="a")
+    # Paid since: 5 and 20 are no longer due, nor is the synthesized one (left to dial).
+    gone = {5, 20, synthesized.notice_id}
+    again = _plan(
+        db_engine, [n for n in notices if n["notice_id"] not in gone], composer, config, manifests
+    )
+
+    assert again.reasons == {Reason.NOTICE_NO_LONGER_DUE: 2}
+    assert again.batch_keys == first.batch_keys
+    with db_engine.connect() as conn:
+        states = {r.notice_id: (r.state, r.reason_code) for r in ledger.rows_for_date(conn, DAY)}
+        last = trail.trail_of(conn, 20, DAY)[-1]
+    assert states[5] == states[20] == ("skipped", Reason.NOTICE_NO_LONGER_DUE)
+    assert states[synthesized.notice_id] == ("synthesized", None)
+    assert states[900] == ("planned", None)
+    assert (last.result, last.reason_code) == ("skip", Reason.NOTICE_NO_LONGER_DUE)
+    assert [(c.check, c.result) for c in last.checks][:2] == [
+        ("still_due", "skip"),
+        ("fields", "not_reached"),
+    ]
+    in_manifests = {line["notice_id"] for key in again.batch_keys for line in manifests.lines(key)}
+    assert in_manifests == {n for n, key in members.items() if key} - gone
+    # A run with three of them left skips every other row still planned, and only those.
+    kept = {n["notice_id"] for n in notices[:3]}
+    still_planned = {n["notice_id"] for n in notices} - gone - kept
+    third = _plan(db_engine, notices[:3], composer, config, manifests)
+    assert third.reasons == {Reason.NOTICE_NO_LONGER_DUE: len(still_planned)}
+
+
 def test_the_plan_writes_trail_audit_and_ledger_for_every_chunk(
     db_engine, composer, config, small_chunks
 ) -> None:

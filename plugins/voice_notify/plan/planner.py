@@ -42,6 +42,7 @@ from voice_notify.db import schema, staging
 from voice_notify.plan import batches, calls, eligibility, trail
 from voice_notify.plan.campaigns import CampaignConfig
 from voice_notify.plan.voices import assign_voices, customer_ages
+from voice_notify.reasons import Reason
 from voice_notify.report import audit
 from voice_notify.voices import registry as voice_profiles
 
@@ -61,6 +62,14 @@ _waiting_items = sa.Table(
     sa.Column("ledger_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("notice_id", sa.Integer, nullable=False),
     sa.Column("item", sa.Text, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+# The notices this session's plan decided: a row planned earlier whose notice is not
+# among them has left the extract (paid, moved, deleted) and is skipped.
+_decided_notices = sa.Table(
+    "vn_plan_decided_notices",
+    sa.MetaData(),
+    sa.Column("notice_id", sa.Integer, primary_key=True, autoincrement=False),
     prefixes=["TEMPORARY"],
 )
 # Rows without a batch and the new batch each goes into.
@@ -153,8 +162,9 @@ def plan_date(
     with conn.begin():
         # Consent is read when the plan is made: a revocation counts from the next plan.
         book = voice_profiles.load_consent_book(conn)
-        staging.drop(conn, _waiting_items)
-        _waiting_items.create(conn)
+        for table in (_waiting_items, _decided_notices):
+            staging.drop(conn, table)
+            table.create(conn)
     decide = ChunkDecider(
         campaign_date, tuple(notice_types), composer, config, book, tuple(merge_pairs)
     )
@@ -163,6 +173,8 @@ def plan_date(
         for decided in _decided(chunks, decide, workers, summary):
             with conn.begin():
                 _record_chunk(conn, decided, campaign_date, config, decided_at, summary)
+        with conn.begin(), summary.timed("absent"):
+            _skip_absent(conn, campaign_date, notice_types, decided_at, summary)
         with conn.begin(), summary.timed("batches"):
             _assign_batches(conn, campaign_date, limits, batch_key, summary)
             calls.batch_riders(conn, campaign_date)
@@ -171,6 +183,7 @@ def plan_date(
     finally:
         with conn.begin():
             staging.drop(conn, _waiting_items)
+            staging.drop(conn, _decided_notices)
     return summary
 
 
@@ -350,9 +363,47 @@ def _record_chunk(
         )
         if items:
             staging.load_rows(conn, _waiting_items, items)
+    staging.load_rows(conn, _decided_notices, [(d.notice_id,) for d in decisions])
     summary.decisions += len(decisions)
     summary.waiting += len(items)
     summary.reasons.update(d.reason_code for d in decisions if not d.planned)
+
+
+def _skip_absent(
+    conn: sa.Connection,
+    campaign_date: dt.date,
+    notice_types: Sequence[str],
+    decided_at: dt.datetime,
+    summary: PlanSummary,
+) -> None:
+    """Rows an earlier plan of the date left ``planned`` whose notice this plan did not
+    see (of the campaign's types): the CRM no longer has it due. Skipped with
+    ``notice_no_longer_due`` and a trail entry, instead of waiting for a synthesis their
+    batch's rewritten manifest no longer asks for."""
+    table = schema.dispatch_ledger
+    absent = conn.execute(
+        sa.select(table.c.id, table.c.notice_id).where(
+            table.c.campaign_date == campaign_date,
+            table.c.state == ledger.LedgerState.PLANNED.value,
+            table.c.notice_type.in_(list(notice_types)),
+            ~sa.exists().where(_decided_notices.c.notice_id == table.c.notice_id),
+        )
+    ).all()
+    if not absent:
+        return
+    ledger.skip_planned(conn, [row.id for row in absent], Reason.NOTICE_NO_LONGER_DUE)
+    trail.record_evaluations(
+        conn,
+        (trail.absent_evaluation(row.notice_id, campaign_date, decided_at) for row in absent),
+    )
+    summary.reasons[Reason.NOTICE_NO_LONGER_DUE] += len(absent)
+    summary.decisions += len(absent)
+    log.warning(
+        "plan %s: %d rows planned earlier are no longer in the extract: "
+        "skipped reason=notice_no_longer_due",
+        campaign_date,
+        len(absent),
+    )
 
 
 def _batches_of_date(conn: sa.Connection, campaign_date: dt.date, prefix: str) -> list[str]:

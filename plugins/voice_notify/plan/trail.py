@@ -36,6 +36,8 @@ ALLOW, WAIT, SKIP = "allow", "wait", "skip"
 #: The plan's checks in the order they run, with the reason codes each one answers.
 #: ``text`` answers every text-frontend code, ``voice`` every consent refusal.
 PLAN_CHECKS: tuple[tuple[str, frozenset[str]], ...] = (
+    # The notice is in the date's extract; a row an earlier run planned may have left it.
+    ("still_due", frozenset({Reason.NOTICE_NO_LONGER_DUE})),
     # Every CRM field read to its type where it enters (voice_notify.extract.fields).
     (
         "fields",
@@ -196,6 +198,25 @@ def plan_evaluation(
         result=ALLOW if reason is None else SKIP,
         reason_code=reason,
         checks=_checks(PLAN_CHECKS, deciding, SKIP, reason, details),
+        decided_at=decided_at,
+    )
+
+
+def absent_evaluation(
+    notice_id: int, campaign_date: dt.date, decided_at: dt.datetime
+) -> GateEvaluation:
+    """The plan's gate for a notice an earlier run planned that this run's extract lacks."""
+    reason = Reason.NOTICE_NO_LONGER_DUE
+    return GateEvaluation(
+        notice_id=notice_id,
+        campaign_date=campaign_date,
+        stage=PLAN,
+        attempt=0,
+        result=SKIP,
+        reason_code=reason,
+        checks=_checks(
+            PLAN_CHECKS, "still_due", SKIP, reason, {"still_due": "not in the date's extract"}
+        ),
         decided_at=decided_at,
     )
 
