@@ -92,6 +92,11 @@ def read_jsonl(key: str) -> Iterator[dict[str, Any]]:
     Lines end at ``\n`` only (JSON escapes it inside strings); a CRM value holding
     another line separator (U+2028, a form feed) stays inside its line.
     """
+    return map(json.loads, read_lines(key))
+
+
+def read_lines(key: str) -> Iterator[bytes]:
+    """:func:`read_jsonl`'s lines as bytes, not yet parsed (the plan's workers parse them)."""
     obj = s3_hook().get_key(key, bucket_name=get_settings().bucket)
     body = obj.get()["Body"]
     pending = b""
@@ -101,9 +106,9 @@ def read_jsonl(key: str) -> Iterator[dict[str, Any]]:
             pending = lines.pop()
             for line in lines:
                 if line.strip():
-                    yield json.loads(line)
+                    yield line
         if pending.strip():
-            yield json.loads(pending)
+            yield pending
     finally:
         body.close()
 

@@ -98,7 +98,7 @@ def plan(campaign_date: dt.date, campaign: str, due_key: str, batch_size: int) -
     with _ledger_engine().connect() as conn:
         summary = planner.plan_date(
             conn,
-            storage.read_jsonl(due_key),
+            storage.read_lines(due_key),  # parsed where they are decided
             campaign_date,
             config.notice_types_of(campaign),
             _composer(),

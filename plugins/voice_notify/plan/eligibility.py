@@ -42,6 +42,9 @@ class Decision:
     #: The manifest line's JSON after the ledger id (``BatchItem.json_tail``), made where
     #: the plan decides (its worker processes); None: made when the item is written.
     item_tail: str | None = field(default=None, compare=False, repr=False)
+    #: Its plan trail row (``trail.plan_trail_row``, not claimed by another date), made
+    #: where the plan decides; None: made when the trail is written.
+    trail_row: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def planned(self) -> bool:

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import logging
 import multiprocessing
 import time
@@ -115,16 +116,26 @@ class PlanSummary:
             self.seconds[phase] += time.perf_counter() - started
 
 
-def chunked(notices: Iterable[Mapping[str, Any]], size: int | None = None) -> Iterable[list]:
+#: A notice as the extract has it: a row, or its JSON line not yet parsed.
+Notice = Mapping[str, Any] | bytes | str
+
+
+def parsed(notice: Notice) -> Mapping[str, Any]:
+    """A notice's row (its JSON line parsed)."""
+    return json.loads(notice) if isinstance(notice, bytes | str) else notice
+
+
+def chunked(notices: Iterable[Notice], size: int | None = None) -> Iterable[list]:
     """The notices in lists of about ``size`` (default ``CHUNK``); a list is never cut
     between two notices of one customer that come one after the other (the extract
-    orders by customer), so a customer's notices can share a call."""
+    orders by customer), so a customer's notices can share a call. Only the notices at
+    a cut are parsed here."""
     iterator = iter(notices)
     chunk: list = []
     for notice in iterator:
-        if len(chunk) >= (size or CHUNK) and notice.get("customer_id") != chunk[-1].get(
-            "customer_id"
-        ):
+        if len(chunk) >= (size or CHUNK) and parsed(notice).get("customer_id") != parsed(
+            chunk[-1]
+        ).get("customer_id"):
             yield chunk
             chunk = []
         chunk.append(notice)
@@ -134,7 +145,7 @@ def chunked(notices: Iterable[Mapping[str, Any]], size: int | None = None) -> It
 
 def plan_date(
     conn: sa.Connection,
-    notices: Iterable[Mapping[str, Any]],
+    notices: Iterable[Notice],
     campaign_date: dt.date,
     notice_types: Sequence[str],
     composer: Any,
@@ -149,7 +160,7 @@ def plan_date(
 
     :param conn: a connection outside a transaction (each chunk commits its own; the
         staging table lives in its session)
-    :param notices: the extract's rows, streamed
+    :param notices: the extract's rows (or their JSON lines), streamed
     :param batch_key: the key of the campaign's batch number ``n``
     :param write_manifest: stores a manifest's bytes under a key
     :param merge_pairs: the notice-type pairs whose notices of one customer share a call
@@ -166,7 +177,7 @@ def plan_date(
             staging.drop(conn, table)
             table.create(conn)
     decide = ChunkDecider(
-        campaign_date, tuple(notice_types), composer, config, book, tuple(merge_pairs)
+        campaign_date, tuple(notice_types), composer, config, book, tuple(merge_pairs), decided_at
     )
     try:
         chunks = chunked(_timed_iter(notices, summary))
@@ -174,7 +185,7 @@ def plan_date(
             with conn.begin():
                 _record_chunk(conn, decided, campaign_date, config, decided_at, summary)
         with conn.begin(), summary.timed("absent"):
-            _skip_absent(conn, campaign_date, notice_types, decided_at, summary)
+            _skip_absent(conn, campaign_date, notice_types, batch_key, decided_at, summary)
         with conn.begin(), summary.timed("batches"):
             _assign_batches(conn, campaign_date, limits, batch_key, summary)
             calls.batch_riders(conn, campaign_date)
@@ -187,7 +198,7 @@ def plan_date(
     return summary
 
 
-def _timed_iter(notices: Iterable[Mapping[str, Any]], summary: PlanSummary) -> Iterable:
+def _timed_iter(notices: Iterable[Notice], summary: PlanSummary) -> Iterable:
     """The notices, the time spent reading them counted as ``read``."""
     iterator = iter(notices)
     while True:
@@ -214,11 +225,13 @@ class ChunkDecider:
     config: CampaignConfig
     book: Any  # voice_profiles.ConsentBook, loaded once for the plan
     merge_pairs: tuple[tuple[str, str], ...] = ()
+    decided_at: dt.datetime | None = None  # the plan's: its trail rows are made here too
 
-    def __call__(self, chunk: Sequence[Mapping[str, Any]]) -> Decided:
+    def __call__(self, chunk: Sequence[Notice]) -> Decided:
         # The composer memoizes readings (names, amounts, dates): forgotten before every
         # chunk, so the plan's memory does not grow with the campaign.
         getattr(self.composer, "clear_caches", lambda: None)()
+        chunk = [parsed(notice) for notice in chunk]
         decisions = eligibility.decide_all(
             chunk, self.campaign_date, self.notice_types, self.composer, self.config
         )
@@ -234,6 +247,16 @@ class ChunkDecider:
             d if d.notice_id in riders else batches.with_item_tail(d, self.campaign_date)
             for d in decisions
         ]
+        if self.decided_at is not None:  # the trail rows too, as if no other date claimed
+            made = [
+                dataclasses.replace(
+                    d,
+                    trail_row=trail.plan_trail_row(
+                        d, self.campaign_date, self.config, self.decided_at
+                    ),
+                )
+                for d in made
+            ]
         return made, merged
 
 
@@ -308,7 +331,7 @@ def _start_worker(decide: ChunkDecider, level: int) -> None:
 
 
 def _decide_in_worker(
-    chunk: Sequence[Mapping[str, Any]],
+    chunk: Sequence[Notice],
 ) -> tuple[Decided, list[logging.LogRecord]]:
     assert _worker_decide is not None, "initializer not run"
     _worker_log.records = []
@@ -373,19 +396,25 @@ def _skip_absent(
     conn: sa.Connection,
     campaign_date: dt.date,
     notice_types: Sequence[str],
+    batch_key: Callable[[int], str],
     decided_at: dt.datetime,
     summary: PlanSummary,
 ) -> None:
-    """Rows an earlier plan of the date left ``planned`` whose notice this plan did not
-    see (of the campaign's types): the CRM no longer has it due. Skipped with
-    ``notice_no_longer_due`` and a trail entry, instead of waiting for a synthesis their
-    batch's rewritten manifest no longer asks for."""
+    """Rows an earlier plan of the campaign left ``planned`` on the date (in one of its
+    batches, or in none yet) whose notice this plan did not see: the CRM no longer has it
+    due. Skipped with ``notice_no_longer_due`` and a trail entry, instead of waiting for
+    a synthesis their batch's rewritten manifest no longer asks for."""
     table = schema.dispatch_ledger
+    prefix = batch_key(0).rsplit("/", 1)[0] + "/"
     absent = conn.execute(
         sa.select(table.c.id, table.c.notice_id).where(
             table.c.campaign_date == campaign_date,
             table.c.state == ledger.LedgerState.PLANNED.value,
             table.c.notice_type.in_(list(notice_types)),
+            sa.or_(
+                table.c.batch_key.is_(None),
+                table.c.batch_key.startswith(prefix, autoescape=True),
+            ),
             ~sa.exists().where(_decided_notices.c.notice_id == table.c.notice_id),
         )
     ).all()

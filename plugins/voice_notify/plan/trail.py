@@ -290,12 +290,32 @@ def _checks_json(checks: tuple[Check, ...]) -> str:
     return text
 
 
+def evaluation_row(evaluation: GateEvaluation) -> dict[str, Any]:
+    """The ``notice_decisions`` row of an evaluation."""
+    return {
+        "notice_id": evaluation.notice_id,
+        "campaign_date": evaluation.campaign_date,
+        "stage": evaluation.stage,
+        "attempt": evaluation.attempt,
+        "verdict": evaluation.verdict,
+        "result": evaluation.result,
+        "reason_code": evaluation.reason_code,
+        "checks": _checks_json(evaluation.checks),
+        "decided_at": evaluation.decided_at,
+    }
+
+
 def record_evaluations(conn: sa.Connection, evaluations: Iterable[GateEvaluation]) -> int:
     """Write gate evaluations set-based; one already stored with the same verdict is kept.
 
     Returns how many rows the statements reported inserted (drivers that cannot tell
     report nothing, counted as 0).
     """
+    return record_rows(conn, map(evaluation_row, evaluations))
+
+
+def record_rows(conn: sa.Connection, rows: Iterable[dict[str, Any]]) -> int:
+    """:func:`record_evaluations` for rows :func:`evaluation_row` made."""
     table = schema.notice_decisions
     keys = ("notice_id", "campaign_date", "stage", "attempt", "verdict")
     if conn.dialect.name == "postgresql":
@@ -310,26 +330,33 @@ def record_evaluations(conn: sa.Connection, evaluations: Iterable[GateEvaluation
 
     written = 0
     chunk: list[dict[str, Any]] = []
-    for evaluation in evaluations:
-        chunk.append(
-            {
-                "notice_id": evaluation.notice_id,
-                "campaign_date": evaluation.campaign_date,
-                "stage": evaluation.stage,
-                "attempt": evaluation.attempt,
-                "verdict": evaluation.verdict,
-                "result": evaluation.result,
-                "reason_code": evaluation.reason_code,
-                "checks": _checks_json(evaluation.checks),
-                "decided_at": evaluation.decided_at,
-            }
-        )
+    for row in rows:
+        chunk.append(row)
         if len(chunk) >= _CHUNK:
             written += write(chunk)
             chunk = []
     if chunk:
         written += write(chunk)
     return written
+
+
+def plan_trail_row(
+    decision: Any,
+    campaign_date: dt.date,
+    config: Any,
+    decided_at: dt.datetime,
+    claimed_elsewhere: bool = False,
+) -> dict[str, Any]:
+    """The ``notice_decisions`` row of the plan's evaluation of one decision."""
+    return evaluation_row(
+        plan_evaluation(
+            decision,
+            campaign_date,
+            config,
+            claimed_elsewhere=claimed_elsewhere,
+            decided_at=decided_at,
+        )
+    )
 
 
 def record_plan_trail(
@@ -343,6 +370,9 @@ def record_plan_trail(
 ) -> int:
     """The plan's evaluation of every decision, written in bulk (once per chunk of notices).
 
+    A decision's ``trail_row``, where its worker made it (unclaimed, at ``decided_at``),
+    is used as it is.
+
     :param claimed_elsewhere: the notices another date claimed, when already looked up
     """
     from voice_notify import ledger
@@ -353,19 +383,15 @@ def record_plan_trail(
         claimed = ledger.notices_settled_elsewhere(
             conn, [d.notice_id for d in decisions if d.planned], campaign_date
         )
-    return record_evaluations(
-        conn,
-        (
-            plan_evaluation(
-                d,
-                campaign_date,
-                config,
-                claimed_elsewhere=d.notice_id in claimed,
-                decided_at=decided_at,
-            )
-            for d in decisions
-        ),
-    )
+
+    def row(decision: Any) -> dict[str, Any]:
+        made = getattr(decision, "trail_row", None)
+        unclaimed = decision.notice_id not in claimed
+        if made is not None and unclaimed and made["decided_at"] == decided_at:
+            return made
+        return plan_trail_row(decision, campaign_date, config, decided_at, not unclaimed)
+
+    return record_rows(conn, map(row, decisions))
 
 
 def trail_of(conn: sa.Connection, notice_id: int, campaign_date: dt.date) -> list[GateEvaluation]:
