@@ -81,8 +81,9 @@ def _venv(name: str, installs: list[list[str]], inputs: list[Path]) -> Path:
     new environment); uv fetches and unpacks exactly those files, with no resolving of its
     own (``--no-deps``), into its cache beside the environments, linked from there. pip's
     own install took minutes per environment here (no HTTP cache: the files come without
-    cache headers), most of it unzipping and byte-compiling several GB one file at a time;
-    uv unzips in parallel, and the second environment links the torch both share."""
+    cache headers): resolving with the new environment's old pip (23.2.1), then unzipping
+    and byte-compiling several GB one file at a time; uv unzips in parallel, compiles
+    nothing, and the second environment links the torch both share."""
     digest = hashlib.sha256(repr(installs).encode())
     for path in inputs:
         digest.update(path.read_bytes())
