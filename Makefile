@@ -24,7 +24,7 @@ export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 	bench-settle bench-report bench-scale stack stack-down stack-status clean-stack
 
 # Runtime pins (requirements.txt, what the images install) and development tools
-# (requirements-dev.txt: the local S3 endpoint, pytest, ruff, playwright, hadolint,
+# (requirements-dev.txt: the local S3 endpoint, pytest, ruff, uv, playwright, hadolint,
 # kubernetes-validate).
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	@test -x $(PY) || python3 -m venv $(VENV)
