@@ -20,12 +20,13 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from synthesis.text.catalogue import Catalogue, VariableSpec
 from synthesis.text.errors import NoticeTextError
-from synthesis.text.ir import MAX_SEGMENT_CHARS, ComposedNotice
+from synthesis.text.ir import MAX_SEGMENT_CHARS, ComposedNotice, Segment
 from synthesis.text.lexicon import Lexicon
 from synthesis.text.normalize import normalize_cached
 from synthesis.text.normalize.english import normalize_en
 from synthesis.text.pinyin import NameReader, WordAnnotator
 from synthesis.text.readers import Readers, check_characters
+from synthesis.text.speakable import check_segment
 from synthesis.text.split import SENTENCE_PAUSE_MS, make_segment, split_segments
 
 # Values enter the template as private-use markers (rejected in input), so the composer
@@ -47,6 +48,9 @@ Sentences = tuple[tuple[Piece, ...], ...]
 #: its overrides, unstripped length)``, the sentence's segment body made in advance.
 _FIXED = -2
 _SENTENCE_MARK = re.compile("[。！？!?；;]")
+#: A value slot's reading, remembered: (the value's type, its reading, has a sentence mark).
+SlotReading = tuple[type, tuple[str, tuple[Override, ...]], bool]
+_SLOT_MEMO_LIMIT = 16384
 
 
 class NoticeComposer:
@@ -92,7 +96,11 @@ class NoticeComposer:
                 continue  # this locale has no merged calls
             except TemplateError as exc:
                 raise ValueError(f"template {locale}/_next_notice.j2: {exc}") from exc
-        self._read = lru_cache(maxsize=131072)(self._read_uncached)
+        # The readings of values, per (locale, type) and value slot: value -> (its type,
+        # reading, has a sentence mark). A value seen in a slot was checked there already.
+        # Names, amounts and dates are new in most notices; organization, keys, phone and
+        # the like recur. Values are read without a memo elsewhere (merged calls).
+        self._slot_memo: dict[tuple[str, str], tuple[dict[object, SlotReading], ...]] = {}
         self._literal = lru_cache(maxsize=4096)(self._literal_uncached)
         self._skeletons: dict[tuple[str, str], list[Piece]] = {}
         self._sentences: dict[tuple[str, str], Sentences] = {}
@@ -129,13 +137,13 @@ class NoticeComposer:
     def clear_caches(self) -> None:
         """Forget memoized readings (for benchmarks and after editing lexicons)."""
         for cached in (
-            self._read,
             self._literal,
             self._names.read,
             self._words.spans,
             make_segment,
         ):
             cached.cache_clear()
+        self._slot_memo.clear()
         self._skeletons.clear()
         self._sentences.clear()
 
@@ -165,19 +173,25 @@ class NoticeComposer:
             ``service_phone``.
         :raises NoticeTextError: for any bad input; see :data:`REASON_CODES`.
         """
-        readings: list[tuple[str, tuple[Override, ...]]] = []
-        template, _ = self._read_notice(notice_type, locale, variables, context, readings)
-        skeleton = self._skeletons.get((locale, notice_type))
-        if skeleton is None:
-            skeleton = self._skeleton(template, locale, notice_type)
-        if locale != "en":
-            sentences = self._sentences.get((locale, notice_type))
-            if sentences is None:
-                sentences = self._sentences[(locale, notice_type)] = _sentences(skeleton)
-            composed = self._assemble_sentences(notice_type, locale, sentences, readings)
+        key = (locale, notice_type)
+        memo = self._slot_memo.get(key)
+        if memo is None:  # the first notice of its type and locale (or an unknown one)
+            readings: list[tuple[str, tuple[Override, ...]]] = []
+            template, _ = self._read_notice(notice_type, locale, variables, context, readings)
+            memo = self._prepare(template, locale, notice_type)
+            marked = any(_SENTENCE_MARK.search(text) for text, _ in readings)
+            fresh = -1
+        else:
+            readings, marked, fresh = self._read_remembered(
+                notice_type, locale, variables, context, memo
+            )
+        if locale != "en" and not marked:
+            composed = self._assemble_sentences(
+                notice_type, locale, self._sentences[key], readings, fresh
+            )
             if composed is not None:
                 return composed
-        return self._assemble(notice_type, locale, skeleton, readings)
+        return self._assemble(notice_type, locale, self._skeletons[key], readings)
 
     def compose_call(
         self, locale: str, parts: Sequence[tuple[str, Mapping[str, object], Mapping[str, str]]]
@@ -237,6 +251,55 @@ class NoticeComposer:
         }
         return template, markers
 
+    def _read_remembered(
+        self,
+        notice_type: str,
+        locale: str,
+        variables: Mapping[str, object],
+        context: Mapping[str, str],
+        memo: tuple[dict[object, SlotReading], ...],
+    ) -> tuple[list[tuple[str, tuple[Override, ...]]], bool, int]:
+        """What :meth:`_read_notice` reads, a value already checked in its slot taken from
+        ``memo`` without checking it again; whether any reading has a sentence mark; and
+        the slots whose value was not in the memo (bit ``1 << slot``).
+
+        A value not seen in its slot goes through :meth:`_add`, so errors and their order
+        are :meth:`_read_notice`'s.
+        """
+        specs = self._specs[notice_type]
+        if not variables.keys() <= specs.keys():
+            unknown = set(variables) - set(specs)
+            raise NoticeTextError("unknown_variable", ", ".join(sorted(map(str, unknown)))[:200])
+        readings: list[tuple[str, tuple[Override, ...]]] = []
+        marked = False
+        fresh = 0
+        slot = 0
+        for source, entries in ((variables, specs.values()), (context, self.catalogue.context)):
+            for spec in entries:
+                value = source.get(spec.name)
+                table = memo[slot]
+                slot += 1
+                try:
+                    known = table.get(value)
+                except TypeError:  # unhashable: not a value any reader takes
+                    known = None
+                if known is not None and known[0] is type(value):
+                    readings.append(known[1])
+                    marked = marked or known[2]
+                    continue
+                fresh |= 1 << (slot - 1)
+                missing = "missing_variable"
+                if source is context:
+                    missing = "empty_name" if spec.type == "person_name" else "missing_context"
+                self._add(readings, spec, value, locale, missing)
+                reading = readings[-1]
+                has_mark = _SENTENCE_MARK.search(reading[0]) is not None
+                marked = marked or has_mark
+                if len(table) >= _SLOT_MEMO_LIMIT:
+                    table.clear()  # unique values (names, amounts) would grow it without end
+                table[value] = (type(value), reading, has_mark)
+        return readings, marked, fresh
+
     def _read_notice(
         self,
         notice_type: str,
@@ -269,32 +332,36 @@ class NoticeComposer:
         locale: str,
         sentences: Sentences,
         readings: list[tuple[str, tuple[Override, ...]]],
+        fresh: int = -1,
     ) -> ComposedNotice | None:
         """The segments of a notice from its template's sentences: only the values are
         placed; where the template's sentence marks cut is known in advance.
 
+        :param fresh: the slots whose values are new (bit ``1 << slot``): a sentence with
+            one is made without :func:`make_segment`'s memo, which it would only churn.
+
         What ``_assemble`` and ``split_segments`` make of the same notice, in the common
-        case; None (use them) when a value holds a sentence mark or a sentence is longer
-        than a segment (it is then cut at clauses).
+        case, for readings without a sentence mark (the caller checks); None (use them)
+        when a sentence is longer than a segment (it is then cut at clauses).
         """
-        for text, _ in readings:
-            if _SENTENCE_MARK.search(text):
-                return None
-        bodies: list[tuple[str, tuple[Override, ...]]] = []
+        bodies: list[tuple[str, tuple[Override, ...], bool]] = []  # body, overrides, recurs
         total = 0
         for sentence in sentences:
             if sentence[0][0] == _FIXED:  # no value in it: made once with the template
                 _, body, own, length = sentence[0]
                 total += length
                 if body:
-                    bodies.append((body, own))
+                    bodies.append((body, own, True))
                 continue
             parts: list[str] = []
             overrides: list[Override] = []
             offset = 0
+            recurs = True
             for slot, text, spans in sentence:
                 if slot >= 0:
                     text, spans = readings[slot]
+                    if fresh >> slot & 1:
+                        recurs = False
                 if spans:
                     if offset:
                         overrides.extend((offset + a, offset + b, r) for a, b, r in spans)
@@ -312,18 +379,30 @@ class NoticeComposer:
             lead = len(raw) - len(raw.lstrip())
             if lead:
                 overrides = [(a - lead, b - lead, r) for a, b, r in overrides]
-            bodies.append((body, tuple(overrides)))
+            bodies.append((body, tuple(overrides), recurs))
         if total > self.catalogue.max_text_chars:
             raise NoticeTextError(
                 "text_too_long", f"{total} > {self.catalogue.max_text_chars} characters"
             )
         last = len(bodies) - 1
         segments = tuple(
-            make_segment(body, locale, own, SENTENCE_PAUSE_MS if index < last else 0)
-            for index, (body, own) in enumerate(bodies)
+            (make_segment if recurs else _new_segment)(
+                body, locale, own, SENTENCE_PAUSE_MS if index < last else 0
+            )
+            for index, (body, own, recurs) in enumerate(bodies)
         )
         display_text = "".join(segment.text for segment in segments)
         return ComposedNotice(notice_type, locale, display_text, segments)
+
+    def _prepare(
+        self, template: Template, locale: str, notice_type: str
+    ) -> tuple[dict[object, SlotReading], ...]:
+        """A type and locale's skeleton, its sentences and an empty memo of its slots."""
+        skeleton = self._skeleton(template, locale, notice_type)
+        self._sentences[(locale, notice_type)] = _sentences(skeleton)
+        slots = len(self._specs[notice_type]) + len(self.catalogue.context)
+        memo = self._slot_memo[(locale, notice_type)] = tuple({} for _ in range(slots))
+        return memo
 
     def _skeleton(self, template: Template, locale: str, notice_type: str) -> list[Piece]:
         """Render the template once with value markers; literals normalized once.
@@ -382,12 +461,7 @@ class NoticeComposer:
             raise NoticeTextError("invalid_variable", f"{spec.name}: {kind.__name__}")
         if length > spec.max_length:
             raise NoticeTextError("variable_too_long", f"{spec.name}: {length} > {spec.max_length}")
-        readings.append(self._read(spec.name, spec.type, value, kind, locale))
-
-    def _read_uncached(
-        self, name: str, type_: str, value: str | int | float, _kind: type, locale: str
-    ) -> tuple[str, tuple[Override, ...]]:
-        return self._readers.read(name, type_, value, locale)
+        readings.append(self._readers.read(spec.name, spec.type, value, locale))
 
     def _literal_uncached(self, literal: str, locale: str) -> tuple[str, tuple[Override, ...]]:
         if locale == "en":
@@ -430,6 +504,11 @@ class NoticeComposer:
 
 #: The blocks of the lead notice that open a merged call, in order.
 _OPENING = ("disclosure", "greeting", "body")
+
+
+def _new_segment(text: str, lang: str, overrides: tuple[Override, ...], pause: int) -> Segment:
+    """What :func:`make_segment` makes, without remembering it."""
+    return check_segment(Segment(text=text, lang=lang, overrides=overrides, pause_after_ms=pause))
 
 
 def _block(template: Template, name: str, markers: Mapping[str, str]) -> str:

@@ -98,7 +98,7 @@ class NameReader:
         self._compound_lengths = sorted(
             {len(key) for key in lexicon.surnames if len(key) > 1}, reverse=True
         )
-        self.read = lru_cache(maxsize=65536)(self._read)
+        self.read = lru_cache(maxsize=4096)(self._read)
 
     def split(self, name: str) -> tuple[str, str]:
         """Split ``name`` into surname and given name: the longest compound surname in the

@@ -3,6 +3,9 @@ the plain path, on many random values in every template.
 
 - Segments: a template's sentences are cut once; a notice only places its values
   (``NoticeComposer._assemble_sentences``), held to ``_assemble`` + ``split_segments``.
+- Values: a value already read in its slot is taken from the slot memo unchecked, held
+  to a composer that keeps no memo (every value checked and read, the template
+  rendered again), with values of several types repeating across notices.
 - Markup: pieces are kept per inventory and pypinyin readings per word, held to the
   plain path (``lazy_pinyin`` on every span, every gap worked out again).
 """
@@ -43,13 +46,22 @@ def inventory() -> TokenInventory:
     return TokenInventory.load(INCLUDE / "cosyvoice3" / "tokens", INCLUDE / "lexicons")
 
 
+class _Forgets(dict):
+    """A slot memo that keeps nothing: every value is checked and read again."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+
 def _general(composer, *notice):
-    """The notice through ``_assemble`` and ``split_segments`` alone."""
+    """The notice through ``_read_notice``, ``_assemble`` and ``split_segments`` alone."""
     composer._assemble_sentences = lambda *args: None
+    memo, composer._slot_memo = composer._slot_memo, _Forgets()
     try:
         return composer.compose(*notice)
     finally:
         del composer._assemble_sentences  # the class's own again
+        composer._slot_memo = memo
 
 
 def _outcome(compose, *notice):
@@ -127,3 +139,43 @@ def test_benchmark_notices_with_unique_names_mark_up_alike(composer, inventory) 
     # Warm memo, second pass: pieces served from it are still the same bytes.
     for notice in notices[:300]:
         _same_markup(composer.compose(*notice), inventory)
+
+
+_REPEATED = st.sampled_from(
+    ["1", 1, 1.0, True, "9", 9, "", "  ", None, "95555", 95555, "0", 0, [1], "*", "1。"]
+)
+
+
+@_SETTINGS
+@given(
+    notices=st.lists(
+        st.tuples(
+            st.sampled_from(["repayment_reminder", "pension_arrival"]),
+            st.sampled_from(["cmn", "yue", "en"]),
+            st.sampled_from(["3280.5", 3280.5, 3280, "3,280.50", "x", 0, -1, None, True]),
+            st.sampled_from(["2026-12-03", "2026-13-01", 20261203, ""]),
+            _REPEATED,
+            _REPEATED,
+            st.sampled_from(["王小明", "曾一", "王小明。", "", "招商银行"]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_values_repeated_across_notices_compose_as_without_the_slot_memo(composer, notices) -> None:
+    for notice_type, locale, amount, day, confirm, phone, name in notices:
+        variables = {"amount": amount}
+        variables["due_date" if notice_type == "repayment_reminder" else "arrival_date"] = day
+        if notice_type == "repayment_reminder":
+            variables["card_tail"] = confirm
+        context = {
+            "organization": "招商银行",
+            "customer_name": name,
+            "confirm_key": confirm,
+            "optout_key": "9",
+            "service_phone": phone,
+        }
+        notice = (notice_type, locale, variables, context)
+        assert _outcome(composer.compose, *notice) == _outcome(
+            lambda *n: _general(composer, *n), *notice
+        ), notice
