@@ -30,6 +30,7 @@ NUMBER_READINGS = {
     "千": "qiān", "万": "wàn", "亿": "yì", "点": "diǎn", "负": "fù", "元": "yuán", "角": "jiǎo",
     "分": "fēn", "年": "nián", "月": "yuè", "日": "rì", "秒": "miǎo", "之": "zhī",
 }  # fmt: skip
+_NUMBER_RUN = re.compile("[" + "".join(NUMBER_READINGS) + "]+")
 
 
 @lru_cache(maxsize=8192)
@@ -54,17 +55,43 @@ def _word_marked(word: str) -> tuple[str, ...]:
     return tuple(chain.from_iterable(converted))
 
 
-@lru_cache(maxsize=65536)
-def run_marked(run: str) -> tuple[str, ...]:
-    """pypinyin's reading of a run of Han characters, tone marks.
+def _words(run: str) -> list[str]:
+    """pypinyin's segmentation of a run, as ``lazy_pinyin`` makes it."""
+    # simpleseg.seg hands an all-Han run to the phrase segmenter whole; skip its scan.
+    return list(seg.cut(run)) if PHRASES_DICT and HAN_RUN.fullmatch(run) else simpleseg.seg(run)
+
+
+class _RunReadings:
+    """pypinyin's reading of a run of Han characters, tone marks: ``run_marked(run)``.
 
     What ``lazy_pinyin(run, style=Style.TONE)`` returns: pypinyin segments the run into
     words and reads each word on its own, so words are memoized (a name or an amount is
-    new, its words are not); a test holds this to ``lazy_pinyin`` on random runs.
+    new, its words are not); a test holds this to ``lazy_pinyin`` on random runs. Runs
+    are remembered in a bounded table (cleared when full: unique names would grow it
+    without end), which the name reader fills for a whole name it has segmented.
     """
-    # simpleseg.seg hands an all-Han run to the phrase segmenter whole; skip its scan.
-    words = seg.cut(run) if PHRASES_DICT and HAN_RUN.fullmatch(run) else simpleseg.seg(run)
-    return tuple(chain.from_iterable(map(_word_marked, words)))
+
+    def __init__(self, limit: int) -> None:
+        self._known: dict[str, tuple[str, ...]] = {}
+        self._limit = limit
+
+    def __call__(self, run: str) -> tuple[str, ...]:
+        known = self._known.get(run)
+        return known if known is not None else self.remember(run, _words(run))
+
+    def remember(self, run: str, words: list[str]) -> tuple[str, ...]:
+        """The reading of ``run`` from its words (``_words(run)``), remembered."""
+        marked = tuple(chain.from_iterable(map(_word_marked, words)))
+        if len(self._known) >= self._limit:
+            self._known.clear()
+        self._known[run] = marked
+        return marked
+
+    def cache_clear(self) -> None:
+        self._known.clear()
+
+
+run_marked = _RunReadings(65536)
 
 
 @lru_cache(maxsize=4096)
@@ -114,7 +141,9 @@ class NameReader:
         reading = self._surnames.get(surname)
         syllables = reading.split() if reading else [toned(s, surname) for s in run_marked(surname)]
         for run in HAN_RUN.findall(given):
-            marked = run_marked(run)
+            marked = self._given_marked(name, surname, given) if run == given else None
+            if marked is None:
+                marked = run_marked(run)
             if len(marked) != len(run):
                 syllables.extend(marked)
                 continue
@@ -123,6 +152,27 @@ class NameReader:
                 plain = syllable.isascii() or syllable in ("lü", "nü")
                 syllables.append(toned(syllable, char) if plain else syllable)
         return tuple(syllables)
+
+    @staticmethod
+    def _given_marked(name: str, surname: str, given: str) -> tuple[str, ...] | None:
+        """pypinyin's reading of ``given`` from one segmentation of the whole name, or
+        None when no word ends where the surname does.
+
+        The whole name is also a span the CosyVoice3 markup asks pypinyin about, so it is
+        segmented once for both. The segmenter is greedy from the left and keeps nothing
+        between words: where a word ends at the surname, the words after it are the given
+        name's own segmentation.
+        """
+        if not HAN_RUN.fullmatch(name):
+            return None
+        words = _words(name)
+        run_marked.remember(name, words)
+        end = 0
+        for index, word in enumerate(words):
+            if end == len(surname):
+                return tuple(chain.from_iterable(map(_word_marked, words[index:])))
+            end += len(word)
+        return None
 
 
 class WordAnnotator:
@@ -172,16 +222,10 @@ class WordAnnotator:
 
 def number_spans(text: str) -> tuple[tuple[int, int, str], ...]:
     """Override spans for a typed reading (digits, units): maximal runs of known characters."""
-    spans: list[tuple[int, int, str]] = []
-    start = None
-    for index, char in enumerate([*text, ""]):
-        if char and char in NUMBER_READINGS:
-            start = index if start is None else start
-            continue
-        if start is not None:
-            spans.append((start, index, " ".join(NUMBER_READINGS[c] for c in text[start:index])))
-            start = None
-    return tuple(spans)
+    return tuple(
+        (match.start(), match.end(), " ".join(map(NUMBER_READINGS.__getitem__, match.group())))
+        for match in _NUMBER_RUN.finditer(text)
+    )
 
 
 class TextReader:

@@ -7,6 +7,7 @@ a number is a quantity, and the look-behind that tells a minus sign from a hyphe
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 DIGITS = "零一二三四五六七八九"
 _SMALL_UNITS = ("", "十", "百", "千")
@@ -47,6 +48,7 @@ def _section(four: str) -> str:
     return "".join(out)
 
 
+@lru_cache(maxsize=16384, typed=True)  # amounts' yuan parts recur where the cents do not
 def cardinal(number: str | int) -> str:
     """Read a non-negative integer: ``10010000`` -> ``一千零一万``; ``10`` -> ``十``."""
     digits = str(number).replace(",", "").lstrip("0") or "0"

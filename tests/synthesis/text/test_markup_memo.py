@@ -19,7 +19,7 @@ from pypinyin import Style, lazy_pinyin
 
 from synthesis.text import NoticeTextError
 from synthesis.text.bench import COMPOUND, GIVEN, GIVEN_MORE, SURNAMES, make_notices
-from synthesis.text.pinyin import run_marked
+from synthesis.text.pinyin import NameReader, run_marked
 from synthesis.text.render.cosyvoice3 import (
     TokenInventory,
     render_cosyvoice3,
@@ -179,3 +179,20 @@ def test_values_repeated_across_notices_compose_as_without_the_slot_memo(compose
         assert _outcome(composer.compose, *notice) == _outcome(
             lambda *n: _general(composer, *n), *notice
         ), notice
+
+
+_PHRASE_NAMES = st.sampled_from(
+    ["王府井", "张家口", "李白", "高山流水", "曾经沧海", "单于", "解放"]
+)
+
+
+@_SETTINGS
+@given(name=_NAMES | _PHRASE_NAMES | st.text(alphabet=_HAN, min_size=2, max_size=5))
+def test_a_name_segmented_once_reads_as_its_given_name_segmented_alone(composer, name) -> None:
+    """The name reader takes the given name's reading from one segmentation of the whole
+    name (shared with the markup's span); held to reading the given name on its own."""
+    reader = NameReader(composer.lexicon)
+    alone = NameReader(composer.lexicon)
+    alone._given_marked = lambda *args: None  # the given name segmented on its own
+    assert reader.read(name) == alone.read(name)
+    assert run_marked(name) == tuple(lazy_pinyin(name, style=Style.TONE))
