@@ -55,10 +55,46 @@ def _word_marked(word: str) -> tuple[str, ...]:
     return tuple(chain.from_iterable(converted))
 
 
+#: The prefixes of pypinyin's phrases, as its segmenter holds them (see ``_cut``).
+_PREFIXES: frozenset[str] | set[str] | None = getattr(
+    getattr(seg, "_prefix_set", None), "_set", None
+)
+
+
+def _cut(run: str) -> list[str]:
+    """``list(seg.cut(run))`` for an all-Han run, without the generator and a method call
+    per prefix: the longest phrase from the left along pypinyin's own prefix set (the
+    strict segmenter: a character alone where no phrase starts; a tail that is only a
+    prefix, character by character). Tests hold it to ``seg.cut`` on phrase-rich text.
+    """
+    prefixes = _PREFIXES
+    words: list[str] = []
+    start, size = 0, len(run)
+    while start < size:
+        last = 0
+        end = start + 1
+        while end <= size and run[start:end] in prefixes:  # type: ignore[operator]
+            if run[start:end] in PHRASES_DICT:
+                last = end
+            end += 1
+        if last:
+            words.append(run[start:last])
+            start = last
+        elif end <= size:
+            words.append(run[start])
+            start += 1
+        else:
+            words.extend(run[start:])
+            break
+    return words
+
+
 def _words(run: str) -> list[str]:
     """pypinyin's segmentation of a run, as ``lazy_pinyin`` makes it."""
-    # simpleseg.seg hands an all-Han run to the phrase segmenter whole; skip its scan.
-    return list(seg.cut(run)) if PHRASES_DICT and HAN_RUN.fullmatch(run) else simpleseg.seg(run)
+    if PHRASES_DICT and HAN_RUN.fullmatch(run):
+        # simpleseg.seg hands an all-Han run to the phrase segmenter whole; skip its scan.
+        return _cut(run) if _PREFIXES is not None else list(seg.cut(run))
+    return simpleseg.seg(run)
 
 
 class _RunReadings:

@@ -13,13 +13,15 @@ the plain path, on many random values in every template.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pypinyin import Style, lazy_pinyin
+from pypinyin.constants import PHRASES_DICT
+from pypinyin.seg.mmseg import seg
 
 from synthesis.text import NoticeTextError
 from synthesis.text.bench import COMPOUND, GIVEN, GIVEN_MORE, SURNAMES, make_notices
-from synthesis.text.pinyin import NameReader, run_marked
+from synthesis.text.pinyin import HAN_RUN, NameReader, _cut, run_marked
 from synthesis.text.render.cosyvoice3 import (
     TokenInventory,
     render_cosyvoice3,
@@ -196,3 +198,31 @@ def test_a_name_segmented_once_reads_as_its_given_name_segmented_alone(composer,
     alone._given_marked = lambda *args: None  # the given name segmented on its own
     assert reader.read(name) == alone.read(name)
     assert run_marked(name) == tuple(lazy_pinyin(name, style=Style.TONE))
+
+
+_PHRASES = sorted(key for key in PHRASES_DICT if HAN_RUN.fullmatch(key))
+#: Beginnings of phrases: a run may hold (or end in) one that is no phrase itself.
+_BEGINNINGS = st.builds(
+    lambda phrase, size: phrase[:size], st.sampled_from(_PHRASES), st.integers(1, 4)
+)
+
+
+@_SETTINGS
+@given(
+    pieces=st.lists(
+        st.sampled_from(_PHRASES) | _BEGINNINGS | st.text(alphabet=_HAN, min_size=1, max_size=2),
+        min_size=1,
+        max_size=6,
+    ),
+    front=st.integers(0, 3),
+    back=st.integers(0, 3),
+)
+@example(pieces=["神经过"], front=0, back=0)  # a beginning, no phrase, a phrase in it
+@example(pieces=["拉不下", "来"], front=0, back=1)
+def test_the_phrase_cut_is_pypinyins(pieces, front, back) -> None:
+    """Runs made of pypinyin's own phrases (cut into at either end or not, so a run may
+    end in a phrase's beginning) and loose characters: the segmentation is the
+    segmenter's, word for word."""
+    joined = "".join(pieces)
+    run = joined[front : len(joined) - back] or pieces[0]
+    assert _cut(run) == list(seg.cut(run))
