@@ -45,7 +45,8 @@ Piece = tuple[int, str, tuple[Override, ...]]
 #: after their sentence marks, as ``split_segments`` cuts the composed text.
 Sentences = tuple[tuple[Piece, ...], ...]
 #: The slot of a sentence's only piece when the sentence has no value: ``(_FIXED, body,
-#: its overrides, unstripped length)``, the sentence's segment body made in advance.
+#: its overrides, unstripped length, its segments by pause)``, the sentence's segment
+#: body made in advance and its segment made once (no memo looked up per notice).
 _FIXED = -2
 _SENTENCE_MARK = re.compile("[。！？!?；;]")
 #: A value slot's reading, remembered: (the value's type, its reading, has a sentence mark).
@@ -344,14 +345,15 @@ class NoticeComposer:
         case, for readings without a sentence mark (the caller checks); None (use them)
         when a sentence is longer than a segment (it is then cut at clauses).
         """
-        bodies: list[tuple[str, tuple[Override, ...], bool]] = []  # body, overrides, recurs
+        # body, overrides, recurs, the segments a sentence without values has made
+        bodies: list[tuple[str, tuple[Override, ...], bool, dict[int, Segment] | None]] = []
         total = 0
         for sentence in sentences:
             if sentence[0][0] == _FIXED:  # no value in it: made once with the template
-                _, body, own, length = sentence[0]
+                _, body, own, length, made = sentence[0]
                 total += length
                 if body:
-                    bodies.append((body, own, True))
+                    bodies.append((body, own, True, made))
                 continue
             parts: list[str] = []
             overrides: list[Override] = []
@@ -379,20 +381,26 @@ class NoticeComposer:
             lead = len(raw) - len(raw.lstrip())
             if lead:
                 overrides = [(a - lead, b - lead, r) for a, b, r in overrides]
-            bodies.append((body, tuple(overrides), recurs))
+            bodies.append((body, tuple(overrides), recurs, None))
         if total > self.catalogue.max_text_chars:
             raise NoticeTextError(
                 "text_too_long", f"{total} > {self.catalogue.max_text_chars} characters"
             )
         last = len(bodies) - 1
-        segments = tuple(
-            (make_segment if recurs else _new_segment)(
-                body, locale, own, SENTENCE_PAUSE_MS if index < last else 0
-            )
-            for index, (body, own, recurs) in enumerate(bodies)
-        )
+        segments: list[Segment] = []
+        for index, (body, own, recurs, made) in enumerate(bodies):
+            pause = SENTENCE_PAUSE_MS if index < last else 0
+            if made is None:
+                segments.append(
+                    (make_segment if recurs else _new_segment)(body, locale, own, pause)
+                )
+                continue
+            segment = made.get(pause)
+            if segment is None:
+                segment = made[pause] = make_segment(body, locale, own, pause)
+            segments.append(segment)
         display_text = "".join(segment.text for segment in segments)
-        return ComposedNotice(notice_type, locale, display_text, segments)
+        return ComposedNotice(notice_type, locale, display_text, tuple(segments))
 
     def _prepare(
         self, template: Template, locale: str, notice_type: str
@@ -550,7 +558,8 @@ def _fixed(sentence: tuple[Piece, ...]) -> tuple[Any, ...]:
         offset += len(text)
     lead = len(raw) - len(raw.lstrip())
     own = tuple((a - lead, b - lead, r) for a, b, r in overrides)
-    return ((_FIXED, raw.strip(), own, len(raw)),)
+    made: dict[int, Segment] = {}  # its segment by pause, made by the first notice
+    return ((_FIXED, raw.strip(), own, len(raw), made),)
 
 
 def _literal_part(text: str, spans: tuple[Override, ...], start: int, end: int) -> Piece:

@@ -43,17 +43,21 @@ class MarkupMemo:
     recurs in every notice of the template and is made once; only the values' spans
     (names, amounts) are new work."""
 
-    __slots__ = ("gaps", "segments", "spans", "syllables")
+    __slots__ = ("by_id", "gaps", "segments", "spans", "syllables")
     limit = 65536
 
     def __init__(self) -> None:
         self.segments: dict[Segment, str] = {}  # segments of template text alone
+        # The same, by the segment object: the composer hands out one object per
+        # template sentence, found here without hashing its text and overrides. The
+        # entry holds the segment, so its id is not reused while the entry lives.
+        self.by_id: dict[int, tuple[Segment, str]] = {}
         self.gaps: dict[str, str] = {}
         self.spans: dict[tuple[str, str], str] = {}
         self.syllables: dict[str, str | None] = {}
 
     def clear(self) -> None:
-        for table in (self.segments, self.gaps, self.spans, self.syllables):
+        for table in (self.segments, self.by_id, self.gaps, self.spans, self.syllables):
             table.clear()
 
     @classmethod
@@ -150,8 +154,12 @@ def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None)
     if segment.lang == "en":
         return _SPECIAL_TOKEN.sub("", segment.text) if "|" in segment.text else segment.text
     memo = inventory.memo
+    known = memo.by_id.get(id(segment))
+    if known is not None and known[0] is segment:
+        return known[1]
     whole = memo.segments.get(segment)
     if whole is not None:
+        memo.remember(memo.by_id, id(segment), (segment, whole))
         return whole
     gaps, spans = memo.gaps, memo.spans
     text = segment.text
@@ -177,6 +185,7 @@ def render_cosyvoice3(segment: Segment, inventory: TokenInventory | None = None)
     rendered = "".join(out)
     if not fresh:
         memo.remember(memo.segments, segment, rendered)
+        memo.remember(memo.by_id, id(segment), (segment, rendered))
     return rendered
 
 
