@@ -366,9 +366,9 @@ class NoticeComposer:
                         recurs = False
                 if spans:
                     if offset:
-                        overrides.extend((offset + a, offset + b, r) for a, b, r in spans)
+                        overrides += [(offset + a, offset + b, r) for a, b, r in spans]
                     else:
-                        overrides.extend(spans)
+                        overrides += spans
                 parts.append(text)
                 offset += len(text)
             total += offset

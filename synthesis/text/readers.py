@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
 from pypinyin.seg.mmseg import seg
@@ -74,10 +75,13 @@ class Readers:
         self.words = words
         self.money_style = money_style
         self.data_markup = data_markup
+        self._by_type: dict[str, Callable[[str, object, str], Reading]] = {}
 
     def read(self, name: str, type_: str, raw: str | int | float, locale: str) -> Reading:
         """Spoken text and overrides for one value; raises :class:`NoticeTextError`."""
-        reader = getattr(self, f"_{type_}")
+        reader = self._by_type.get(type_)
+        if reader is None:
+            reader = self._by_type[type_] = getattr(self, f"_{type_}")
         try:
             text, overrides = reader(name, raw, locale)
         except NoticeTextError:
@@ -178,6 +182,10 @@ class Readers:
             raise NoticeTextError("invalid_name", f"{name}: not a person name")
         if locale == "en":
             return self._romanize_name(value), ()
+        if HAN_RUN.fullmatch(value):  # the common case: one run of Han characters
+            whole = self.names.read(value)
+            if len(whole) == len(value):
+                return value, ((0, len(value), " ".join(whole)),)
         overrides: list[tuple[int, int, str]] = []
         syllables = iter(self.names.read(value.replace("·", "").replace("•", "")))
         for match in HAN_RUN.finditer(value):
