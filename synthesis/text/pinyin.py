@@ -259,9 +259,38 @@ class WordAnnotator:
 def number_spans(text: str) -> tuple[tuple[int, int, str], ...]:
     """Override spans for a typed reading (digits, units): maximal runs of known characters."""
     return tuple(
-        (match.start(), match.end(), " ".join(map(NUMBER_READINGS.__getitem__, match.group())))
+        (match.start(), match.end(), number_reading(match.group()))
         for match in _NUMBER_RUN.finditer(text)
     )
+
+
+def number_reading(run: str) -> str:
+    """The override of a run of number characters: ``NUMBER_READINGS``, one per character."""
+    return " ".join(map(NUMBER_READINGS.__getitem__, run))
+
+
+def is_number_run(text: str) -> bool:
+    """Whether ``text`` is made of number characters only (``NUMBER_READINGS``)."""
+    return _NUMBER_RUN.fullmatch(text) is not None
+
+
+@lru_cache(maxsize=1)
+def numbers_read_otherwise() -> re.Pattern[str]:
+    """The words of number characters pypinyin reads otherwise than ``NUMBER_READINGS``
+    (一百 yì bǎi, 一点 yì diǎn, 一五一十 ...), as one pattern.
+
+    pypinyin reads a run word by word, and each word of a run of number characters is
+    one of them alone or one of its phrases of them. A run that holds none of these
+    words is read exactly as ``number_reading`` says, with no segmentation needed.
+    """
+    chars = frozenset(NUMBER_READINGS)
+    words = [*chars, *(phrase for phrase in PHRASES_DICT if chars.issuperset(phrase))]
+    otherwise = sorted(
+        (word for word in words if _word_marked(word) != tuple(number_reading(word).split())),
+        key=len,
+        reverse=True,
+    )
+    return re.compile("|".join(map(re.escape, otherwise)) or "(?!)")
 
 
 class TextReader:

@@ -22,7 +22,12 @@ from pypinyin.contrib.tone_convert import to_finals_tone, to_initials
 from synthesis.text.ir import Segment
 from synthesis.text.lexicon import read_tsv
 from synthesis.text.paths import INCLUDE_DIR, cosyvoice3_tokens_dir
-from synthesis.text.pinyin import run_marked
+from synthesis.text.pinyin import (
+    is_number_run,
+    number_reading,
+    numbers_read_otherwise,
+    run_marked,
+)
 
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
 #: CosyVoice3 special-token syntax (<|endofprompt|>): composed segments never hold it
@@ -129,6 +134,12 @@ def _english(text: str, inventory: TokenInventory) -> str:
 
 def _span_markup(span: str, reading: str, inventory: TokenInventory) -> str:
     """One override: tokens for the characters whose reading differs from the common one."""
+    if (
+        is_number_run(span)
+        and reading == number_reading(span)
+        and not numbers_read_otherwise().search(span)
+    ):
+        return span  # an amount, a date, digits: read as pypinyin would read them
     memo = inventory.memo
     common = run_marked(span)
     out: list[str] = []

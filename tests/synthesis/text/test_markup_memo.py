@@ -21,7 +21,15 @@ from pypinyin.seg.mmseg import seg
 
 from synthesis.text import NoticeTextError
 from synthesis.text.bench import COMPOUND, GIVEN, GIVEN_MORE, SURNAMES, make_notices
-from synthesis.text.pinyin import HAN_RUN, NameReader, _cut, run_marked
+from synthesis.text.ir import MAX_SEGMENT_CHARS, Segment
+from synthesis.text.pinyin import (
+    HAN_RUN,
+    NUMBER_READINGS,
+    NameReader,
+    _cut,
+    number_reading,
+    run_marked,
+)
 from synthesis.text.render.cosyvoice3 import (
     TokenInventory,
     render_cosyvoice3,
@@ -226,3 +234,18 @@ def test_the_phrase_cut_is_pypinyins(pieces, front, back) -> None:
     joined = "".join(pieces)
     run = joined[front : len(joined) - back] or pieces[0]
     assert _cut(run) == list(seg.cut(run))
+
+
+_NUMBER_WORDS = st.sampled_from(
+    [*NUMBER_READINGS, "一百", "一点", "十一点", "一月", "年分", "一五一十"]
+)
+
+
+@_SETTINGS
+@given(pieces=st.lists(_NUMBER_WORDS, min_size=1, max_size=12))
+def test_a_run_of_number_characters_marks_up_as_pypinyin_reads_it(inventory, pieces) -> None:
+    """Amounts, dates and digits skip pypinyin unless they hold a word it reads otherwise
+    (一百 yì bǎi): held to ``lazy_pinyin`` on the whole run."""
+    run = "".join(pieces)[:MAX_SEGMENT_CHARS]
+    segment = Segment(run, "cmn", ((0, len(run), number_reading(run)),))
+    assert render_cosyvoice3(segment, inventory) == render_cosyvoice3_uncached(segment, inventory)
