@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from voice_notify.db import schema, staging
-from voice_notify.db.sql import insert_ignoring_duplicates
+from voice_notify.db.sql import among, insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def notices_settled_elsewhere(
     if not notice_ids:
         return set()
     query = sa.select(schema.notice_dial_claims.c.notice_id).where(
-        schema.notice_dial_claims.c.notice_id.in_(list(notice_ids)),
+        among(conn, schema.notice_dial_claims.c.notice_id, notice_ids),
         schema.notice_dial_claims.c.campaign_date != campaign_date,
     )
     return set(conn.execute(query).scalars())

@@ -22,6 +22,7 @@ numbers alike):
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -108,7 +109,26 @@ _CN_MOBILE = re.compile(r"(?:\+86)?(1(?:[3-68][0-9]|7[0-8]|9[0-9])[0-9]{8})")
 _GROUPING = str.maketrans("", "", " -")
 
 
+@functools.cache
+def _cn_mobile_descs() -> tuple[tuple[re.Pattern, frozenset[int]], ...]:
+    """China's general and mobile number descriptions in phonenumbers' metadata: each
+    pattern with its possible lengths (none: any)."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+    return tuple(
+        (re.compile(desc.national_number_pattern), frozenset(desc.possible_length or ()))
+        for desc in (metadata.general_desc, metadata.mobile)
+    )
+
+
 def _valid_cn_mobile(national: str) -> str:
+    # A number matching China's general and mobile descriptions is valid (a mobile), as
+    # is_valid_number would find after trying every type before mobile; only the rest
+    # take that path.
+    if all(
+        pattern.fullmatch(national) and (not lengths or len(national) in lengths)
+        for pattern, lengths in _cn_mobile_descs()
+    ):
+        return "+86" + national
     number = phonenumbers.PhoneNumber(country_code=86, national_number=int(national))
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhoneNumber("not a valid number for its region")

@@ -48,7 +48,7 @@ class Segment:
         return {
             "text": self.text,
             "lang": self.lang,
-            "overrides": [[start, end, reading] for start, end, reading in self.overrides],
+            "overrides": list(map(list, self.overrides)),  # a name has one per character
             "pause_after_ms": self.pause_after_ms,
         }
 

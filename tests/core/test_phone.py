@@ -134,3 +134,24 @@ def test_plainly_written_chinese_mobiles_read_as_the_full_parse_reads_them() -> 
                 assert outcome(phone.to_e164, raw) == outcome(
                     lambda text: phone._parsed_e164(text, "CN"), parsed
                 ), raw
+
+
+def test_a_chinese_mobile_matching_the_mobile_pattern_is_valid_as_phonenumbers_finds() -> None:
+    # The metadata's general and mobile patterns decide most numbers without
+    # is_valid_number's walk through every number type: the same answer for every
+    # five-digit beginning 10000-19999, with random tails.
+    import phonenumbers
+
+    rng = random.Random(17)
+    fast = 0
+    for head in range(10000, 20000):
+        for _ in range(3):
+            national = f"{head}{rng.randrange(10**6):06d}"
+            number = phonenumbers.PhoneNumber(country_code=86, national_number=int(national))
+            valid = phonenumbers.is_valid_number(number)
+            try:
+                assert phone._valid_cn_mobile(national) == "+86" + national and valid, national
+            except phone.InvalidPhoneNumber:
+                assert not valid, national
+            fast += all(p.fullmatch(national) for p, _ in phone._cn_mobile_descs())
+    assert fast > 10000  # the patterns do decide a good share

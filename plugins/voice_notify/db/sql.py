@@ -47,6 +47,17 @@ def is_transient_db_error(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError)
 
 
+def among(conn: sa.Connection, column: sa.ColumnElement, values: Sequence) -> sa.ColumnElement:
+    """``column IN values``; on PostgreSQL ``column = ANY(array)``: one parameter instead
+    of one per value, which SQLAlchemy names and renders one by one (a plan's lookups
+    of 5,000 ids at a time spent a second of CPU on that)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.literal(list(values), ARRAY(column.type)))
+    return column.in_(list(values))
+
+
 def insert_ignoring_duplicates(conn: sa.Connection, table: sa.Table, keys: Sequence[str]):
     """An INSERT that leaves rows with the same unique ``keys`` alone, on every dialect."""
     dialect = conn.dialect.name

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from synthesis.manifest import BatchItem, item_line, item_seed
 from voice_notify import ledger
 from voice_notify.db import schema
+from voice_notify.db.sql import among
 from voice_notify.plan.eligibility import Decision
 from voice_notify.reasons import Reason
 
@@ -143,7 +144,7 @@ def _planned_rows(
                 sa.select(*(table.c[name] for name in _WAITING_COLUMNS)).where(
                     table.c.campaign_date == campaign_date,
                     table.c.state == ledger.LedgerState.PLANNED.value,
-                    table.c.notice_id.in_(notice_ids[start : start + _IN_CHUNK]),
+                    among(conn, table.c.notice_id, notice_ids[start : start + _IN_CHUNK]),
                 )
             )
         )
@@ -195,6 +196,13 @@ def with_item_tail(decision: Decision, campaign_date: dt.date) -> Decision:
     :func:`item_lines` would make it for a ledger row of the same type and locale."""
     if not decision.planned:
         return decision
+    return dataclasses.replace(decision, item_tail=item_tail(decision, campaign_date))
+
+
+def item_tail(decision: Decision, campaign_date: dt.date) -> str | None:
+    """The ``Decision.item_tail`` of a decision (None: not planned)."""
+    if not decision.planned:
+        return None
     date_text = campaign_date.isoformat()
     item = BatchItem(
         ledger_id=0,
@@ -206,7 +214,7 @@ def with_item_tail(decision: Decision, campaign_date: dt.date) -> Decision:
         voice=decision.voice,
         seed=item_seed(decision.notice_id, date_text),
     )
-    return dataclasses.replace(decision, item_tail=item.json_tail())
+    return item.json_tail()
 
 
 def item_lines(
