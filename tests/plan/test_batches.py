@@ -3,6 +3,7 @@ the plan in chunks on every ledger database."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -108,8 +109,10 @@ def test_a_manifest_line_is_the_same_as_before() -> None:
 def test_a_line_made_ahead_in_a_worker_is_the_line_made_from_the_ledger_row() -> None:
     from collections import namedtuple
 
-    from voice_notify.plan import batches
-    from voice_notify.plan.eligibility import Decision
+    from voice_notify.plan import batches, trail
+    from voice_notify.plan.eligibility import Decision, segments_of
+
+    config, at = load_campaign_config(INCLUDE / "campaigns.yaml"), dt.datetime(2026, 11, 26, 8)
 
     row = namedtuple("Row", "id notice_id notice_type locale")
     decisions = {
@@ -134,6 +137,16 @@ def test_a_line_made_ahead_in_a_worker_is_the_line_made_from_the_ledger_row() ->
     ]
     assert batches.item_lines(rows, ahead, DAY) == expected
     assert batches.item_lines(rows, decisions, DAY) == expected
+    # As a plan's worker hands them back: the segments only in the line made ahead.
+    shed = {n: dataclasses.replace(d, segments=()) for n, d in ahead.items()}
+    assert batches.item_lines(rows, shed, DAY) == expected
+    for n, d in shed.items():
+        assert segments_of(d) == decisions[n].segments
+        claimed = trail.plan_evaluation(d, DAY, config, claimed_elsewhere=True, decided_at=at)
+        assert claimed == trail.plan_evaluation(
+            decisions[n], DAY, config, claimed_elsewhere=True, decided_at=at
+        )
+        assert "1 segments, locale cmn" in json.dumps([c.detail for c in claimed.checks])
     assert [json.loads(line)["ledger_id"] for _, _, line in expected] == [50, 60, 70]
     assert json.loads(expected[1][2])["locale"] == "yue"
 

@@ -15,7 +15,7 @@ from synthesis.manifest import BatchItem, item_line, item_seed
 from voice_notify import ledger
 from voice_notify.db import schema
 from voice_notify.db.sql import among
-from voice_notify.plan.eligibility import Decision
+from voice_notify.plan.eligibility import Decision, segments_of
 from voice_notify.reasons import Reason
 
 #: Below this many items a batch is not split further to fill the synthesis slots: a
@@ -185,7 +185,7 @@ def _item(row: sa.Row, decision: Decision, date_text: str) -> BatchItem:
         campaign_date=date_text,
         notice_type=row.notice_type,
         locale=row.locale,
-        segments=list(decision.segments),
+        segments=list(segments_of(decision)),
         voice=decision.voice,
         seed=item_seed(row.notice_id, date_text),
     )

@@ -3,10 +3,10 @@
 The extract is read in chunks (``CHUNK`` notices). Each chunk is decided and given its
 voices (by worker processes, when the task has them, while it writes the chunk before:
 that part needs no database), then written in one transaction, set-based (COPY on
-PostgreSQL): its ledger rows, its decision trail,
-the voice choices of its waiting rows, and those rows' manifest lines into a staging
-table of this session. Nothing about a notice outlives its chunk in memory: what the
-plan needs across chunks is in the database.
+PostgreSQL): its ledger rows, its decision trail, the voice choices of its waiting rows,
+and those rows into a staging table of this session, their manifest lines into a spool
+file on local disk (:class:`ItemSpool`). Nothing about a notice outlives its chunk in
+memory: what the plan needs across chunks is in the database and the spool.
 
 Then the batches. Rows an earlier run of the date put into a batch keep it; rows without
 one go into new batches, in notice order, sized by :func:`batches.choose_batch_size` so
@@ -30,6 +30,8 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -56,13 +58,15 @@ MANIFEST_WRITERS = 8
 #: Manifest lines fetched at a time (each about a kilobyte).
 MANIFEST_FETCH = 2000
 
-# This session's manifest lines, by ledger row: filled per chunk, read per batch.
+# This session's waiting rows, with where their manifest line is in the plan's spool
+# file: filled per chunk, read per batch.
 _waiting_items = sa.Table(
     "vn_plan_waiting_items",
     sa.MetaData(),
     sa.Column("ledger_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("notice_id", sa.Integer, nullable=False),
-    sa.Column("item", sa.Text, nullable=False),
+    sa.Column("item_offset", sa.BigInteger, nullable=False),
+    sa.Column("item_length", sa.Integer, nullable=False),
     prefixes=["TEMPORARY"],
 )
 # The notices this session's plan decided: a row planned earlier whose notice is not
@@ -179,19 +183,21 @@ def plan_date(
     decide = ChunkDecider(
         campaign_date, tuple(notice_types), composer, config, book, tuple(merge_pairs), decided_at
     )
+    spool = ItemSpool()
     try:
         chunks = _timed_iter(chunked(notices), summary)  # timed a chunk at a time
         for decided in _decided(chunks, decide, workers, summary):
             with conn.begin():
-                _record_chunk(conn, decided, campaign_date, config, decided_at, summary)
+                _record_chunk(conn, decided, campaign_date, config, decided_at, summary, spool)
         with conn.begin(), summary.timed("absent"):
             _skip_absent(conn, campaign_date, notice_types, batch_key, decided_at, summary)
         with conn.begin(), summary.timed("batches"):
             _assign_batches(conn, campaign_date, limits, batch_key, summary)
             calls.batch_riders(conn, campaign_date)
         with conn.begin(), summary.timed("manifests"):
-            _write_manifests(conn, campaign_date, summary, write_manifest)
+            _write_manifests(conn, campaign_date, summary, write_manifest, spool)
     finally:
+        spool.close()
         with conn.begin():
             staging.drop(conn, _waiting_items)
             staging.drop(conn, _decided_notices)
@@ -242,21 +248,24 @@ class ChunkDecider:
         )
         # The manifest lines' JSON and the trail rows here too: the task's own process
         # writes the chunk before while this one decides, and is the plan's bottleneck.
-        # One replace per decision for both (a plan makes 100,000s).
+        # One replace per decision for both (a plan makes 100,000s). The segments of a
+        # decision whose line is made travel in the line only: they were a third of
+        # what crosses the pipe (eligibility.segments_of reads them back where needed).
         riders = {call.rider for call in merged}
-        made = [
-            dataclasses.replace(
-                d,
-                item_tail=d.item_tail
-                if d.notice_id in riders
-                else batches.item_tail(d, self.campaign_date),
-                # As if no other date claimed the notice (the writer checks).
-                trail_row=d.trail_row
-                if self.decided_at is None
-                else trail.plan_trail_row(d, self.campaign_date, self.config, self.decided_at),
+        made, on = [], self.campaign_date
+        for d in decisions:
+            tail = d.item_tail if d.notice_id in riders else batches.item_tail(d, on)
+            made.append(
+                dataclasses.replace(
+                    d,
+                    item_tail=tail,
+                    segments=d.segments if tail is None else (),
+                    # As if no other date claimed the notice (the writer checks).
+                    trail_row=d.trail_row
+                    if self.decided_at is None
+                    else trail.plan_trail_row(d, on, self.config, self.decided_at),
+                )
             )
-            for d in decisions
-        ]
         return made, merged
 
 
@@ -301,6 +310,39 @@ def _decided(
 
 
 _worker_decide: ChunkDecider | None = None
+
+
+class ItemSpool:
+    """The manifest lines of the rows a plan leaves waiting, in a temporary file on local
+    disk until their batches are known (about a kilobyte each: 100 MB at 100,000). The
+    database keeps only where each line is, so neither the task's memory nor the
+    database carries the lines (through the database they cost a COPY in and a query
+    out of their every byte)."""
+
+    def __init__(self) -> None:
+        # Closed by close(), in plan_date's finally: the spool outlives any one block.
+        self._file = tempfile.TemporaryFile(prefix="vn-plan-items-", buffering=0)  # noqa: SIM115
+        self._end = 0
+
+    def add(self, items: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, int, int]]:
+        """Spool ``(ledger id, notice id, line)`` items; their ``_waiting_items`` rows."""
+        rows, parts = [], []
+        for ledger_id, notice_id, line in items:
+            data = line.encode("utf-8")
+            rows.append((ledger_id, notice_id, self._end, len(data)))
+            parts.append(data)
+            self._end += len(data)
+        self._file.write(b"".join(parts))  # unbuffered: one write, read back by pread
+        return rows
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._file.fileno(), length, offset)
+        if len(data) != length:
+            raise OSError(f"plan item spool: {len(data)} of {length} bytes at {offset}")
+        return data
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class _LogCollector(logging.Handler):
@@ -353,9 +395,11 @@ def _record_chunk(
     config: CampaignConfig,
     decided_at: dt.datetime,
     summary: PlanSummary,
+    spool: ItemSpool,
 ) -> None:
     """A chunk's decisions into the ledger, the trail and the audit (merged calls' riders
-    too); its waiting rows' manifest lines into the staging table."""
+    too); its waiting rows' manifest lines into the spool, where they are into the
+    staging table."""
     decisions, merged = decided
     with summary.timed("ledger"):
         claimed = ledger.notices_settled_elsewhere(
@@ -385,7 +429,7 @@ def _record_chunk(
             [row for row in waiting if row.id not in riders], by_notice, campaign_date
         )
         if items:
-            staging.load_rows(conn, _waiting_items, items)
+            staging.load_rows(conn, _waiting_items, spool.add(items))
     staging.load_rows(conn, _decided_notices, [(d.notice_id,) for d in decisions])
     summary.decisions += len(decisions)
     summary.waiting += len(items)
@@ -506,19 +550,21 @@ def _write_manifests(
     campaign_date: dt.date,
     summary: PlanSummary,
     write_manifest: Callable[[str, bytes], object],
+    spool: ItemSpool,
 ) -> None:
     """Every batch's manifest: its rows this plan left waiting, in notice order (a batch
     with none gets an empty manifest, so its synthesis has nothing left to do).
 
-    The staged lines are read in one pass ordered by batch (streamed, one batch's lines
-    in memory at a time; one query per batch cost seconds at 500 batches) and written by
+    The staged rows are read in one pass ordered by batch (streamed, one batch's lines
+    read from the spool and in memory at a time; one query per batch cost seconds at
+    500 batches) and written by
     ``MANIFEST_WRITERS`` threads (an object store answers each write in tens of
     milliseconds), at most twice as many in flight.
     """
     table = schema.dispatch_ledger
     wanted = set(summary.batch_keys)
     rows = conn.execute(
-        sa.select(table.c.batch_key, _waiting_items.c.item)
+        sa.select(table.c.batch_key, _waiting_items.c.item_offset, _waiting_items.c.item_length)
         .join(table, table.c.id == _waiting_items.c.ledger_id)
         .where(table.c.campaign_date == campaign_date, table.c.batch_key.is_not(None))
         .order_by(table.c.batch_key, _waiting_items.c.notice_id)
@@ -527,8 +573,8 @@ def _write_manifests(
     with concurrent.futures.ThreadPoolExecutor(MANIFEST_WRITERS) as writers:
         in_flight: collections.deque = collections.deque()
 
-        def write(key: str, lines: list[str]) -> None:
-            body = "".join(line + "\n" for line in lines).encode("utf-8")
+        def write(key: str, lines: list[bytes]) -> None:
+            body = b"".join(line + b"\n" for line in lines)
             if len(in_flight) >= 2 * MANIFEST_WRITERS:
                 in_flight.popleft().result()
             in_flight.append(writers.submit(write_manifest, key, body))
@@ -537,7 +583,7 @@ def _write_manifests(
         written: set[str] = set()
         for key, group in itertools.groupby(rows, key=lambda row: row.batch_key):
             if key in wanted:  # the staging table holds only this campaign's rows
-                write(key, [row.item for row in group])
+                write(key, [spool.read(row.item_offset, row.item_length) for row in group])
                 written.add(key)
         for key in summary.batch_keys:
             if key not in written:

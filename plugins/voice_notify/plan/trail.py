@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from voice_notify.db import schema, staging
 from voice_notify.db.sql import insert_ignoring_duplicates
+from voice_notify.plan.eligibility import segments_of
 from voice_notify.reasons import Reason
 
 PLAN = "plan"
@@ -179,12 +180,11 @@ def plan_evaluation(
     fallback = "voice" if reason in CONSENT_CODES else "text"
     deciding = _deciding_check(PLAN_CHECKS, reason, fallback)
     type_config = config.notice_types.get(decision.notice_type)
+    segments = segments_of(decision)
     details: dict[str, str | None] = {
         "notice_type": decision.notice_type or None,
         "legal_basis": type_config.consent_basis if type_config else None,
-        "text": f"{len(decision.segments)} segments, locale {decision.locale}"
-        if decision.segments
-        else None,
+        "text": f"{len(segments)} segments, locale {decision.locale}" if segments else None,
         "voice": _voice_detail(decision, type_config),
         "tone": _tone_detail(decision),
     }
