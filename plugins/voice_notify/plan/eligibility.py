@@ -51,13 +51,14 @@ class Decision:
         return self.reason_code is None
 
 
-def segments_of(decision: Decision) -> tuple[dict[str, Any], ...]:
+def segments_of(decision: Any) -> tuple[dict[str, Any], ...]:
     """A decision's segments, also where the plan's deciders shed them: a decision whose
     manifest line is made (``item_tail``) comes back from a worker process without them,
     since the line holds them (they crossed the pipe twice, a third of its bytes)."""
-    if decision.segments or decision.item_tail is None:
+    tail = getattr(decision, "item_tail", None)  # the trail takes any decision-like object
+    if decision.segments or tail is None:
         return decision.segments
-    return tuple(json.loads("{" + decision.item_tail)["segments"])
+    return tuple(json.loads("{" + tail)["segments"])
 
 
 def locale_for(dialect: str | None) -> str:
