@@ -127,7 +127,9 @@ def test_a_line_made_ahead_in_a_worker_is_the_line_made_from_the_ledger_row() ->
         )
         for n in (5, 6, 7)
     }
-    ahead = {n: batches.with_item_tail(d, DAY) for n, d in decisions.items()}
+    ahead = {
+        n: dataclasses.replace(d, item_tail=batches.item_tail(d, DAY)) for n, d in decisions.items()
+    }
     assert all(d.item_tail for d in ahead.values())
     rows = [row(70, 7, "repayment_reminder", "cmn"), row(50, 5, "repayment_reminder", "cmn")]
     # A row an earlier plan made in another locale: its line is made from the row.

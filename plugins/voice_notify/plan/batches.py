@@ -3,7 +3,6 @@ still waiting for synthesis into batch manifests."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 from collections import defaultdict
@@ -191,16 +190,10 @@ def _item(row: sa.Row, decision: Decision, date_text: str) -> BatchItem:
     )
 
 
-def with_item_tail(decision: Decision, campaign_date: dt.date) -> Decision:
-    """A planned decision with its manifest line's JSON made (``Decision.item_tail``), as
-    :func:`item_lines` would make it for a ledger row of the same type and locale."""
-    if not decision.planned:
-        return decision
-    return dataclasses.replace(decision, item_tail=item_tail(decision, campaign_date))
-
-
 def item_tail(decision: Decision, campaign_date: dt.date) -> str | None:
-    """The ``Decision.item_tail`` of a decision (None: not planned)."""
+    """A planned decision's manifest line JSON (``Decision.item_tail``), as
+    :func:`item_lines` would make it for a ledger row of the same type and locale
+    (None: not planned)."""
     if not decision.planned:
         return None
     date_text = campaign_date.isoformat()

@@ -398,8 +398,7 @@ def _record_chunk(
     spool: ItemSpool,
 ) -> None:
     """A chunk's decisions into the ledger, the trail and the audit (merged calls' riders
-    too); its waiting rows' manifest lines into the spool, where they are into the
-    staging table."""
+    too); its waiting rows into the staging table, their manifest lines into the spool."""
     decisions, merged = decided
     with summary.timed("ledger"):
         claimed = ledger.notices_settled_elsewhere(
@@ -557,9 +556,8 @@ def _write_manifests(
 
     The staged rows are read in one pass ordered by batch (streamed, one batch's lines
     read from the spool and in memory at a time; one query per batch cost seconds at
-    500 batches) and written by
-    ``MANIFEST_WRITERS`` threads (an object store answers each write in tens of
-    milliseconds), at most twice as many in flight.
+    500 batches) and written by ``MANIFEST_WRITERS`` threads (an object store answers
+    each write in tens of milliseconds), at most twice as many in flight.
     """
     table = schema.dispatch_ledger
     wanted = set(summary.batch_keys)
